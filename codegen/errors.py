@@ -1,0 +1,48 @@
+"""Every error codegen raises. Callers catch by class, never by message text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Location:
+    """A place in a registry file: 1-based line and column."""
+
+    path: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Problem:
+    """One thing wrong with a registry, and where."""
+
+    location: Location
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+
+class CodegenError(Exception):
+    """Base class of every error raised by `codegen`."""
+
+
+class RegistryInvalid(CodegenError):
+    """The registry cannot be used; `problems` lists every reason, sorted by place."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class RegistryNotFound(CodegenError):
+    """The registry file does not exist or cannot be read."""
+
+
+class RenderError(CodegenError):
+    """Graphviz could not render a diagram."""

@@ -1,0 +1,136 @@
+"""Read a registry file into plain data, remembering where every key and value came from.
+
+YAML is composed with PyYAML's safe loader into nodes (nothing is constructed from tags,
+nothing is executed), then converted here so that every value keeps its source position.
+Duplicate mapping keys, which PyYAML would silently collapse, are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codegen.errors import Location, Problem, RegistryInvalid, RegistryNotFound
+
+JsonPath = tuple[str | int, ...]
+
+
+@dataclass
+class SourceMap:
+    """Positions of the keys and values of a loaded document, by JSON path."""
+
+    path: str
+    values: dict[JsonPath, Location] = field(default_factory=dict)
+    keys: dict[JsonPath, Location] = field(default_factory=dict)
+
+    def at(self, json_path: JsonPath) -> Location:
+        """Where `json_path` is written: its key if it has one, else its value, else the
+        nearest enclosing place that exists."""
+        for depth in range(len(json_path), -1, -1):
+            prefix = json_path[:depth]
+            if prefix in self.keys:
+                return self.keys[prefix]
+            if prefix in self.values:
+                return self.values[prefix]
+        return Location(self.path, 1, 1)
+
+    def value_at(self, json_path: JsonPath) -> Location:
+        """Where the value at `json_path` is written (falls back like `at`)."""
+        return self.values.get(json_path) or self.at(json_path)
+
+
+@dataclass
+class Document:
+    """A loaded registry: its data and where each part of it was written."""
+
+    data: Any
+    source: SourceMap
+
+
+def _loc(path: str, node: yaml.Node) -> Location:
+    return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Converter:
+    def __init__(self, path: str) -> None:
+        self.source = SourceMap(path)
+        self.problems: list[Problem] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def convert(self, node: yaml.Node, json_path: JsonPath) -> Any:
+        self.source.values[json_path] = _loc(self.source.path, node)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, json_path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*json_path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        # The safe constructor resolves plain scalars to str/int/float/bool/None only.
+        return self._constructor.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, json_path: JsonPath) -> dict[str, Any]:
+        self._constructor.flatten_mapping(node)
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            where = _loc(self.source.path, key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(Problem(where, "a key must be a plain name, not a collection"))
+                continue
+            # Keys are names: take their text as written, so that YAML 1.1 does not turn
+            # `on:` or `no:` into booleans.
+            key = str(key_node.value)
+            if key in out:
+                first = self.source.keys[(*json_path, key)]
+                self.problems.append(
+                    Problem(where, f"duplicate key '{key}' (first defined at line {first.line})")
+                )
+                continue
+            self.source.keys[(*json_path, key)] = where
+            out[key] = self.convert(value_node, (*json_path, key))
+        return out
+
+
+def load_document(path: Path | str, text: str | None = None) -> Document:
+    """Read and convert a registry file.
+
+    Raises `RegistryNotFound` when the file cannot be read and `RegistryInvalid` for YAML
+    syntax errors, duplicate keys, non-string keys or an empty document.
+    """
+    name = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RegistryNotFound(f"{name}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RegistryNotFound(f"{name}: cannot read: {exc}") from None
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        raise RegistryInvalid(
+            [Problem(Location(name, line, col), f"YAML syntax: {what}")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise RegistryInvalid([Problem(Location(name, 1, 1), f"YAML: {exc}")]) from None
+    if not nodes or nodes[0] is None:
+        raise RegistryInvalid([Problem(Location(name, 1, 1), "the registry is empty")])
+    if len(nodes) > 1:
+        where = _loc(name, nodes[1])
+        raise RegistryInvalid([Problem(where, "a registry is one YAML document, found several")])
+    converter = _Converter(name)
+    try:
+        data = converter.convert(nodes[0], ())
+    except yaml.YAMLError as exc:  # e.g. an unknown tag, refused by the safe constructor
+        mark = getattr(exc, "problem_mark", None)
+        where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)
+        raise RegistryInvalid([Problem(where, f"YAML: {getattr(exc, 'problem', exc)}")]) from None
+    except RecursionError:
+        raise RegistryInvalid([Problem(Location(name, 1, 1), "YAML nested too deeply")]) from None
+    if converter.problems:
+        raise RegistryInvalid(converter.problems)
+    return Document(data, converter.source)

@@ -1,0 +1,1 @@
+"""The generic saga runtime: runs any registry's services as a choreography."""
