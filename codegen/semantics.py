@@ -74,10 +74,10 @@ class _Checker:
                     f"events '{e.name}' and '{clash}' would share method 'on_{snake_case(e.name)}'",
                 )
 
-    def known_event(self, name: str, path: JsonPath) -> bool:
+    def known_event(self, name: str, path: JsonPath, at_key: bool = False) -> bool:
         if name in self.events:
             return True
-        self.add_value(path, f"unknown event '{name}'")
+        (self.add if at_key else self.add_value)(path, f"unknown event '{name}'")
         return False
 
     def producers(self) -> None:
@@ -104,7 +104,7 @@ class _Checker:
                         )
             for r in s.reactions:
                 rpath = (*base, "reacts", r.event)
-                self.known_event(r.event, rpath)
+                self.known_event(r.event, rpath, at_key=True)
                 seen: set[str] = set()
                 for i, name in enumerate(r.emits):
                     path = (*rpath, "emits", i)

@@ -50,6 +50,12 @@ class Document:
     source: SourceMap
 
 
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}"
+    for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+)
+
+
 def _loc(path: str, node: yaml.Node) -> Location:
     return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -62,6 +68,12 @@ class _Converter:
 
     def convert(self, node: yaml.Node, json_path: JsonPath) -> Any:
         self.source.values[json_path] = _loc(self.source.path, node)
+        if node.tag not in _PLAIN_TAGS:
+            # Tags are how YAML asks for objects to be built; a registry is plain data.
+            self.problems.append(
+                Problem(_loc(self.source.path, node), f"YAML tag {node.tag!r} is not allowed")
+            )
+            return None
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, json_path)
         if isinstance(node, yaml.SequenceNode):

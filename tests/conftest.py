@@ -1,0 +1,70 @@
+"""Fixtures for parts that may be absent on a developer's machine: they skip with a
+reason locally and fail in CI, where `SAGA_REQUIRE_KAFKA=1` / `SAGA_REQUIRE_DOT=1`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+
+import pytest
+
+
+def _required(variable: str) -> bool:
+    return os.environ.get(variable, "") not in ("", "0", "false", "no")
+
+
+def kafka_api_versions(host: str, port: int, timeout: float = 5.0) -> int:
+    """Send Kafka's ApiVersions (v0) request; return the number of APIs the broker lists.
+
+    Raises OSError if nothing answers, ValueError if what answers does not speak Kafka.
+    """
+    client = b"saga-tests"
+    # request header v1: api_key=18 (ApiVersions), api_version=0, correlation_id, client_id
+    body = struct.pack(">hhih", 18, 0, 7, len(client)) + client
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", _read(sock, 4))[0]
+        reply = _read(sock, size)
+    correlation, error, count = struct.unpack(">ihi", reply[:10])
+    if correlation != 7 or error != 0:
+        raise ValueError(
+            f"not a Kafka ApiVersions reply (correlation {correlation}, error {error})"
+        )
+    return int(count)
+
+
+def _read(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ValueError("connection closed mid-reply")
+        data += chunk
+    return data
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """`host:port` of a live Kafka broker (`SAGA_KAFKA_BOOTSTRAP`, default 127.0.0.1:9092)."""
+    address = os.environ.get("SAGA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    host, _, port = address.rpartition(":")
+    try:
+        kafka_api_versions(host, int(port))
+    except (OSError, ValueError) as exc:
+        reason = f"no Kafka broker answers at {address} ({exc}); start one: scripts/kafka start"
+        if _required("SAGA_REQUIRE_KAFKA"):
+            pytest.fail(f"SAGA_REQUIRE_KAFKA=1 but {reason}")
+        pytest.skip(reason)
+    return address
+
+
+@pytest.fixture(scope="session")
+def dot_installed() -> None:
+    """Graphviz's `dot` is on PATH (skips, or fails under SAGA_REQUIRE_DOT=1)."""
+    if shutil.which("dot") is None:
+        if _required("SAGA_REQUIRE_DOT"):
+            pytest.fail("SAGA_REQUIRE_DOT=1 but Graphviz 'dot' is not installed")
+        pytest.skip("Graphviz 'dot' is not installed (apt-get install graphviz)")
