@@ -50,6 +50,15 @@ class Document:
     source: SourceMap
 
 
+MAX_NODES = 500_000
+"""The most values a registry may expand to, aliases included."""
+
+
+class _TooLarge(Exception):
+    def __init__(self, where: Location) -> None:
+        self.where = where
+
+
 _PLAIN_TAGS = frozenset(
     f"tag:yaml.org,2002:{t}"
     for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
@@ -64,9 +73,14 @@ class _Converter:
     def __init__(self, path: str) -> None:
         self.source = SourceMap(path)
         self.problems: list[Problem] = []
+        self.budget = MAX_NODES
         self._constructor = yaml.SafeLoader("")
 
     def convert(self, node: yaml.Node, json_path: JsonPath) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            # Aliases can make a small file expand exponentially ("billion laughs").
+            raise _TooLarge(_loc(self.source.path, node))
         self.source.values[json_path] = _loc(self.source.path, node)
         if node.tag not in _PLAIN_TAGS:
             # Tags are how YAML asks for objects to be built; a registry is plain data.
@@ -141,6 +155,9 @@ def load_document(path: Path | str, text: str | None = None) -> Document:
         mark = getattr(exc, "problem_mark", None)
         where = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)
         raise RegistryInvalid([Problem(where, f"YAML: {getattr(exc, 'problem', exc)}")]) from None
+    except _TooLarge as exc:
+        message = f"the document expands to more than {MAX_NODES} values (aliases?)"
+        raise RegistryInvalid([Problem(exc.where, message)]) from None
     except RecursionError:
         raise RegistryInvalid([Problem(Location(name, 1, 1), "YAML nested too deeply")]) from None
     if converter.problems:

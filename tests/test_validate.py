@@ -236,3 +236,12 @@ def test_python_tags_are_refused_by_the_safe_loader(tmp_path: Path) -> None:
         "is not allowed"
     )
     assert not (tmp_path / "pwned").exists()
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    (problem,) = problems_of(path)
+    assert "expands to more than 500000 values" in problem
