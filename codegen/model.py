@@ -96,6 +96,8 @@ class Reaction:
     event: str
     emits: tuple[str, ...]
     description: str = ""
+    defer: bool = False
+    """The reaction may emit nothing now and answer later (a deadline guards the wait)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ class _Reaction:
     method: str
     emits: tuple[str, ...]
     returns: str
+    defer: bool
 
 
 def _py(value: Any) -> str:
@@ -187,8 +188,8 @@ def _reactions(service: Service) -> list[_Reaction]:
 
 
 def _reaction(r: Reaction) -> _Reaction:
-    returns = " | ".join(r.emits) if r.emits else "None"
-    return _Reaction(r.event, f"on_{snake_case(r.event)}", r.emits, returns)
+    returns = " | ".join([*r.emits, "None"] if r.defer else r.emits) if r.emits else "None"
+    return _Reaction(r.event, f"on_{snake_case(r.event)}", r.emits, returns, r.defer)
 
 
 def _imports(service: Service) -> list[str]:

@@ -43,6 +43,7 @@ class _Checker:
             self.failures_compensate()
             self.unconsumed_events()
             self.deadlines()
+            self.deferred_reactions_are_guarded()
         return self.problems
 
     # -- names and references -----------------------------------------------------------
@@ -315,6 +316,20 @@ class _Checker:
                 self.add(
                     (*path, "payload"), f"deadline payload for '{d.emit}': {where}: {err.message}"
                 )
+
+
+    def deferred_reactions_are_guarded(self) -> None:
+        sm = self.reg.state_machine
+        guarded = {d.state for d in sm.deadlines}
+        for s in self.reg.services:
+            for r in s.reactions:
+                if not r.defer:
+                    continue
+                for t in sm.transitions:
+                    if t.event == r.event and t.target not in guarded:
+                        self.add(("services", s.name, "reacts", r.event, "defer"),
+                                 f"'{s.name}' may defer its reaction to '{r.event}', but state "
+                                 f"'{t.target}' has no deadline: the saga could wait forever")
 
 
 def _closure(start: Iterable[str], step: object) -> set[str]:

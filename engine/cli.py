@@ -11,6 +11,7 @@ import click
 
 from codegen import CodegenError, RegistryInvalid, check, load_registry, write
 from codegen.model import Registry
+from engine.cli_runtime import dlq, run
 
 DEFAULT_REGISTRY = "registry/saga.yaml"
 
@@ -119,6 +120,9 @@ def codegen(registry_path: str, out: Path, check_only: bool, no_render: bool) ->
         f"codegen: {changed} file(s) changed, {len(report.unchanged)} unchanged in {elapsed:.2f}s"
     )
 
+
+main.add_command(run)
+main.add_command(dlq)
 
 if __name__ == "__main__":
     main()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 class ReactionContext(Protocol):
     """The delivery being handled, and the transaction its effects go into.
 
-    Everything a reaction writes through `session` commits atomically with the inbox row
+    Everything a reaction writes through `db` commits atomically with the inbox row
     (dedupe) and the outbox rows of the event it returns; raising rolls all of it back.
     """
 
@@ -28,6 +30,6 @@ class ReactionContext(Protocol):
         ...
 
     @property
-    def session(self) -> Any:
-        """The service's database session, inside the reaction's transaction."""
+    def db(self) -> AsyncConnection:
+        """The service's database connection, inside the reaction's transaction."""
         ...

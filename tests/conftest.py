@@ -68,3 +68,6 @@ def dot_installed() -> None:
         if _required("SAGA_REQUIRE_DOT"):
             pytest.fail("SAGA_REQUIRE_DOT=1 but Graphviz 'dot' is not installed")
         pytest.skip("Graphviz 'dot' is not installed (apt-get install graphviz)")
+
+
+from tests.pg import pg_url  # noqa: E402, F401 - the PostgreSQL fixture, shared by the suite

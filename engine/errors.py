@@ -1,0 +1,28 @@
+"""Every error the runtime raises. Callers catch by class; the CLI turns each into one line."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class of the runtime's errors."""
+
+
+class ConfigError(EngineError):
+    """A setting is wrong (a bad URL, an unknown bus scheme, a missing handler)."""
+
+
+class BusUnavailable(EngineError):
+    """The bus cannot be reached or used (an unreachable broker, an unwritable log file)."""
+
+
+class BadEnvelope(EngineError):
+    """A record is not a valid CloudEvent of this saga (missing attribute, unknown type,
+    invalid payload). Such records go to the dead-letter topic at once."""
+
+
+class ForbiddenEmit(EngineError):
+    """A reaction returned an event the registry does not let it emit."""
+
+
+class DatabaseUnavailable(EngineError):
+    """A service's database cannot be opened or reached."""

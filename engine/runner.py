@@ -1,0 +1,395 @@
+"""The service runner: consumes the saga's topic for one service and handles each record
+in one database transaction holding the inbox row (dedupe), the saga's new state, the
+reaction's own writes and the outbox rows of what it emits.
+
+Every service applies every event of the topic to its own copy of each saga's state; the
+log's per-saga order makes all copies agree, so an event that is late or not allowed is
+skipped by every service alike. Failures never stop the loop: an undecodable or invalid
+record goes to the dead-letter topic at once; a reaction that raises is retried with
+exponential backoff, then dead-lettered, and its saga is parked here so that its later
+events wait in the dead-letter topic too, in order, until `saga dlq replay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import pydantic
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from codegen.model import Registry
+from engine import tables
+from engine.bus import Bus, Delivery, Subscription
+from engine.database import Database
+from engine.deadletter import REPLAYED, dead_letter, one_line
+from engine.envelope import Envelope
+from engine.errors import BadEnvelope, ForbiddenEmit
+from engine.machine import SagaMachine
+from engine.metrics import Metrics
+
+log = logging.getLogger("saga.runner")
+
+
+class EventLike(Protocol):
+    """What the runner needs of a generated event class instance."""
+
+    event_type: ClassVar[str]
+
+    def saga_id(self) -> str: ...
+
+    def to_json(self) -> bytes: ...
+
+
+class EventClass(Protocol):
+    """What the runner needs of a generated event class."""
+
+    def from_json(self, data: bytes | str) -> Any: ...
+
+    def from_dict(self, data: Mapping[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    """How a runner retries and batches."""
+
+    max_attempts: int = 5
+    backoff_s: float = 0.05
+    backoff_max_s: float = 2.0
+    batch: int = 500
+    poll_timeout_s: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    saga_id: str
+    event_id: str
+    service: str
+    db: AsyncConnection
+
+
+class ServiceRunner:
+    """Runs one service: consume, handle in one transaction, commit the offset."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        service: Any,
+        event_types: Mapping[str, Any],
+        db: Database,
+        bus: Bus,
+        *,
+        settings: RunnerSettings | None = None,
+        metrics: Metrics | None = None,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.name: str = service.service_name
+        self.service = service
+        self.event_types = event_types
+        self.db = db
+        self.bus = bus
+        self.settings = settings or RunnerSettings()
+        self.metrics = metrics or Metrics()
+        self.machine = SagaMachine(registry)
+        self.group = f"{registry.name}.{self.name}"
+        self.topic = registry.events_topic.name
+        self.dead_letter_topic = registry.dead_letter_topic.name
+        self.source = f"saga/{registry.name}/{self.name}"
+        self._reactions: Mapping[str, tuple[str, ...]] = service.reactions
+        self._handlers: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
+            event: getattr(service, method) for event, method in service.handler_names.items()
+        }
+        # The deadlines this service fires: those whose event it produces.
+        self._own_deadlines = {
+            i
+            for i, d in enumerate(registry.state_machine.deadlines)
+            if registry.event(d.emit).producer == self.name
+        }
+        spec = registry.service(self.name)
+        self._deferring = {r.event for r in spec.reactions if r.defer}
+        self._initiates = spec.initiates
+        self._on_committed = on_committed or (lambda: None)
+        self._subscription: Subscription | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; a batch in hand is finished first."""
+        self._subscription = await self.bus.subscribe(self.group, [self.topic])
+        try:
+            while not stop.is_set():
+                batch = await self._subscription.fetch(
+                    self.settings.batch, self.settings.poll_timeout_s
+                )
+                if batch:
+                    await self.handle_batch(batch)
+                    await self._subscription.commit(batch)
+        finally:
+            await self._subscription.close()
+            self._subscription = None
+
+    async def handle_batch(self, batch: list[Delivery]) -> None:
+        """Handle deliveries in order; never raises for a bad record or a failing reaction."""
+        for delivery in batch:
+            await self.handle(delivery)
+        self._on_committed()
+
+    async def handle(self, delivery: Delivery) -> str:
+        """Handle one delivery; returns what happened (applied, duplicate, skipped, dead)."""
+        try:
+            envelope = Envelope.from_record(delivery.record)
+            event = self._decode(envelope)
+        except BadEnvelope as exc:
+            await self._dead_letter(delivery, exc, attempts=0)
+            return "dead"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.db.transaction() as conn:
+                    outcome = await self._apply(conn, envelope, event, delivery)
+                self.metrics.inc(outcome, self.name)
+                return outcome
+            except asyncio.CancelledError:
+                raise
+            except _Parked as exc:
+                await self._dead_letter(delivery, exc, attempts=0)
+                return "dead"
+            except Exception as exc:  # any reaction error is retried, then parked
+                if attempt >= self.settings.max_attempts:
+                    log.warning(
+                        "%s: %s %s failed %d times, dead-lettered: %s",
+                        self.name,
+                        envelope.type,
+                        envelope.id,
+                        attempt,
+                        exc,
+                    )
+                    await self._dead_letter(delivery, exc, attempts=attempt)
+                    await self._park(envelope, exc)
+                    return "dead"
+                delay = min(
+                    self.settings.backoff_s * 2 ** (attempt - 1), self.settings.backoff_max_s
+                )
+                self.metrics.inc("retried", self.name)
+                await asyncio.sleep(delay)
+
+    def _decode(self, envelope: Envelope) -> Any:
+        cls = self.event_types.get(envelope.type)
+        if cls is None:
+            raise BadEnvelope(f"unknown event type {envelope.type!r}")
+        try:
+            event = cls.from_json(envelope.data)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+            raise BadEnvelope(
+                f"invalid {envelope.type} payload: {where}: {first['msg']} "
+                f"({exc.error_count()} error(s))"
+            ) from None
+        if event.saga_id() != envelope.saga_id:
+            raise BadEnvelope(
+                f"record key {envelope.saga_id!r} differs from the payload's "
+                f"{self.registry.key} {event.saga_id()!r}"
+            )
+        return event
+
+    async def _apply(
+        self, conn: AsyncConnection, env: Envelope, event: Any, delivery: Delivery
+    ) -> str:
+        now = time.time()
+        seen = await conn.scalar(
+            select(tables.inbox.c.event_id).where(tables.inbox.c.event_id == env.id)
+        )
+        if seen is not None:
+            await self._skip(conn, env, None, "duplicate", now)
+            return "duplicate"
+        if await self._is_parked(conn, env, delivery):
+            raise _Parked
+        await conn.execute(
+            insert(tables.inbox).values(
+                event_id=env.id, event_type=env.type, saga_id=env.saga_id, received_at=now
+            )
+        )
+        state = await conn.scalar(
+            select(tables.saga_state.c.state).where(tables.saga_state.c.saga_id == env.saga_id)
+        )
+        step = self.machine.step(state or self.machine.initial, env.type)
+        if step.target is None:
+            await self._skip(conn, env, step.source, "not_allowed", now)
+            log.info(
+                "%s: skipped %s %s for saga %s: not allowed in state %s",
+                self.name,
+                env.type,
+                env.id,
+                env.saga_id,
+                step.source,
+            )
+            return "skipped"
+        if state is None:
+            await conn.execute(
+                insert(tables.saga_state).values(
+                    saga_id=env.saga_id, state=step.target, updated_at=now
+                )
+            )
+        else:
+            await conn.execute(
+                update(tables.saga_state)
+                .where(tables.saga_state.c.saga_id == env.saga_id)
+                .values(state=step.target, updated_at=now)
+            )
+        handler = self._handlers.get(env.type)
+        emitted = None
+        if handler is not None:
+            result = await handler(event, _Context(env.saga_id, env.id, self.name, conn))
+            emitted = await self._emit(conn, env, result, now)
+        # A deadline waits for the saga to leave the state; if this very reaction already
+        # emitted the event that leaves it, there is nothing to wait for.
+        if emitted is None or not self.machine.step(step.target, emitted).allowed:
+            await self._arm_deadlines(conn, env.saga_id, step.target, now)
+        return "applied"
+
+    async def _emit(
+        self, conn: AsyncConnection, cause: Envelope, emitted: Any, now: float
+    ) -> str | None:
+        allowed = self._reactions.get(cause.type, ())
+        if emitted is None:
+            if allowed and cause.type not in self._deferring:
+                raise ForbiddenEmit(
+                    f"{self.name} reaction to {cause.type} returned nothing; "
+                    f"it must emit one of {', '.join(allowed)}"
+                )
+            return None
+        kind = getattr(emitted, "event_type", type(emitted).__name__)
+        if kind not in allowed:
+            raise ForbiddenEmit(
+                f"{self.name} reaction to {cause.type} emitted {kind}; the "
+                f"registry allows {', '.join(allowed) or 'nothing'}"
+            )
+        if emitted.saga_id() != cause.saga_id:
+            raise ForbiddenEmit(
+                f"{self.name} emitted {kind} for saga {emitted.saga_id()!r} "
+                f"while handling saga {cause.saga_id!r}"
+            )
+        await self.write_outbox(
+            conn,
+            Envelope.new(
+                type=kind,
+                source=self.source,
+                saga_id=cause.saga_id,
+                data=emitted.to_json(),
+                cause=cause,
+            ),
+            now,
+        )
+        return str(kind)
+
+    async def initiate(
+        self,
+        event: Any,
+        effects: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    ) -> Envelope:
+        """Emit `event` outside any reaction: a saga's first event (`initiates` in the
+        registry) or the late answer of a deferred reaction. `effects` runs in the same
+        transaction as the outbox row. Returns the envelope queued for the relay."""
+        kind = event.event_type
+        may = set(self._initiates) | {e for r in self._deferring for e in self._reactions[r]}
+        if kind not in may:
+            raise ForbiddenEmit(
+                f"{self.name} may not initiate {kind}: the registry lets it "
+                f"initiate {', '.join(sorted(may)) or 'nothing'}"
+            )
+        env = Envelope.new(
+            type=kind, source=self.source, saga_id=event.saga_id(), data=event.to_json()
+        )
+        async with self.db.transaction() as conn:
+            if effects is not None:
+                await effects(conn)
+            await self.write_outbox(conn, env, time.time())
+        self._on_committed()
+        return env
+
+    async def write_outbox(self, conn: AsyncConnection, env: Envelope, now: float) -> None:
+        """Queue `env` for the relay inside the caller's transaction."""
+        record = env.to_record(self.topic)
+        await conn.execute(
+            insert(tables.outbox).values(
+                event_id=env.id,
+                topic=record.topic,
+                key=record.key,
+                headers=[[k, v.decode()] for k, v in record.headers],
+                value=record.value,
+                created_at=now,
+                sent_at=None,
+            )
+        )
+
+    async def _arm_deadlines(
+        self, conn: AsyncConnection, saga_id: str, state: str, now: float
+    ) -> None:
+        if not self._own_deadlines:
+            return
+        await conn.execute(delete(tables.timers).where(tables.timers.c.saga_id == saga_id))
+        for index, deadline in self.machine.deadlines_in(state):
+            if index in self._own_deadlines:
+                await conn.execute(
+                    insert(tables.timers).values(
+                        saga_id=saga_id, deadline=index, state=state, due_at=now + deadline.within_s
+                    )
+                )
+
+    async def _skip(
+        self, conn: AsyncConnection, env: Envelope, state: str | None, reason: str, now: float
+    ) -> None:
+        await conn.execute(
+            insert(tables.skipped).values(
+                event_id=env.id,
+                event_type=env.type,
+                saga_id=env.saga_id,
+                state=state,
+                reason=reason,
+                at=now,
+            )
+        )
+
+    async def _is_parked(self, conn: AsyncConnection, env: Envelope, delivery: Delivery) -> bool:
+        row = (
+            await conn.execute(
+                select(tables.parked.c.event_id).where(tables.parked.c.saga_id == env.saga_id)
+            )
+        ).first()
+        if row is None:
+            return False
+        if delivery.record.header(REPLAYED) and row.event_id == env.id:
+            # The event that parked the saga is back from the dead-letter topic: resume.
+            await conn.execute(delete(tables.parked).where(tables.parked.c.saga_id == env.saga_id))
+            return False
+        return True
+
+    async def _park(self, env: Envelope, exc: BaseException) -> None:
+        async with self.db.transaction() as conn:
+            exists = await conn.scalar(
+                select(tables.parked.c.saga_id).where(tables.parked.c.saga_id == env.saga_id)
+            )
+            if exists is None:
+                await conn.execute(
+                    insert(tables.parked).values(
+                        saga_id=env.saga_id, event_id=env.id, error=one_line(exc)[:2000], at=time.time()
+                    )
+                )
+
+    async def _dead_letter(self, delivery: Delivery, exc: BaseException, attempts: int) -> None:
+        record = dead_letter(delivery, self.dead_letter_topic, self.name, exc, attempts)
+        await self.bus.publish([record])
+        self.metrics.inc("dead_lettered", self.name)
+
+
+class _Parked(Exception):
+    """The saga is parked here after an earlier failure; this event waits behind it."""
+
+    def __str__(self) -> str:
+        return "saga parked after an earlier failure of this service; replay it first"

@@ -1,0 +1,95 @@
+"""The engine's own tables in each service's database.
+
+They live beside the service's tables in the same database so that one transaction holds
+the inbox row, the reaction's writes and the outbox rows together.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+inbox = Table(
+    "saga_inbox",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("event_type", String(128), nullable=False),
+    Column("saga_id", String(256), nullable=False),
+    Column("received_at", Float, nullable=False),
+)
+"""Every event this service has taken in: the dedupe key."""
+
+outbox = Table(
+    "saga_outbox",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(128), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("sent_at", Float, nullable=True),
+    Index("ix_saga_outbox_unsent", "sent_at", "id"),
+)
+"""Events emitted in a committed transaction, waiting for the relay (sent_at NULL)."""
+
+saga_state = Table(
+    "saga_state",
+    metadata,
+    Column("saga_id", String(256), primary_key=True),
+    Column("state", String(64), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+"""This service's copy of each saga's state (all services apply the same ordered log)."""
+
+skipped = Table(
+    "saga_skipped",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(128), nullable=False),
+    Column("event_type", String(128), nullable=False),
+    Column("saga_id", String(256), nullable=False),
+    Column("state", String(64), nullable=True),
+    Column("reason", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+)
+"""Events recorded but not applied: duplicates and events not allowed in the state."""
+
+timers = Table(
+    "saga_timers",
+    metadata,
+    Column("saga_id", String(256), primary_key=True),
+    Column("deadline", Integer, primary_key=True),
+    Column("state", String(64), nullable=False),
+    Column("due_at", Float, nullable=False),
+    Index("ix_saga_timers_due", "due_at"),
+)
+"""Pending registry deadlines this service fires (it produces their event)."""
+
+parked = Table(
+    "saga_parked",
+    metadata,
+    Column("saga_id", String(256), primary_key=True),
+    Column("event_id", String(128), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("at", Float, nullable=False),
+)
+"""Sagas whose event failed every retry here: their later events wait in the dead-letter
+topic too, so that a replay applies them in order."""

@@ -1,0 +1,288 @@
+"""The runtime's guarantees, each on both buses and both databases: one test body,
+parametrised. Each test fails if the mechanism it names is removed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from engine import tables
+from engine.bus import Bus
+from engine.buses import EmbeddedBus, KafkaBus
+from engine.deadletter import DeadLetter, replay_record
+from engine.envelope import Envelope
+from engine.relay import OutboxRelay
+from engine.timers import DeadlineTimers
+from tests.runtime_kit import Crash, Harness, event, fresh_registry, publish, scripted
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
+    if request.param == "kafka":
+        b: Bus = KafkaBus(request.getfixturevalue("kafka_bootstrap"))
+    else:
+        b = EmbeddedBus(tmp_path / "bus.db")
+    await b.start()
+    yield b
+    await b.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite:///{tmp_path}/{{service}}.db"
+
+
+async def harness(bus: Bus, db_url: str, service: str, **kw: Any) -> Harness:
+    registry = kw.pop("registry", None) or fresh_registry()
+    await bus.ensure_topics([_spec(registry.events_topic), _spec(registry.dead_letter_topic)])
+    h = Harness(registry, scripted(service), bus, db_url)
+    await h.start()
+    return h
+
+
+def _spec(topic: Any) -> Any:
+    from engine.bus import TopicSpec
+
+    return TopicSpec(topic.name, topic.partitions)
+
+
+async def state_of(h: Harness, saga: str) -> str | None:
+    return await h.scalar(
+        select(tables.saga_state.c.state).where(tables.saga_state.c.saga_id == saga)
+    )
+
+
+async def outbox_types(h: Harness) -> list[str]:
+    rows = await h.rows(select(tables.outbox.c.headers).order_by(tables.outbox.c.id))
+    return [dict(r.headers)["ce_type"] for r in rows]
+
+
+async def test_duplicate_delivery_changes_nothing(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Inventory")
+    (env,) = await publish(bus, h.registry, event("OrderCreated", "o1"))
+    await bus.publish([env.to_record(h.registry.events_topic.name)])  # the same event again
+    assert await h.consume(2) == ["applied", "duplicate"]
+    assert await h.calls() == 1
+    assert await outbox_types(h) == ["InventoryReserved"]
+    assert await state_of(h, "o1") == "placed"
+    skipped = await h.rows(select(tables.skipped.c.reason, tables.skipped.c.event_id))
+    assert [(r.reason, r.event_id) for r in skipped] == [("duplicate", env.id)]
+    await h.crash()
+
+
+async def test_crash_after_commit_before_publish_loses_nothing(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Inventory")
+    (created,) = await publish(bus, h.registry, event("OrderCreated", "o2"))
+    assert await h.consume(1) == ["applied"]
+    topic = h.registry.events_topic.name
+    assert len(await bus.read_all(topic)) == 1, "nothing is published before the relay runs"
+    await h.crash()  # the process dies: the reaction committed, the relay never ran
+    await h.start()
+    assert h.db is not None
+    relay = OutboxRelay(h.db, bus)
+    assert await relay.relay_once() == 1
+    assert await relay.relay_once() == 0, "a relayed row is marked sent"
+    records = [Envelope.from_record(d.record) for d in await bus.read_all(topic)]
+    reserved = [e for e in records if e.type == "InventoryReserved"]
+    assert len(reserved) == 1
+    assert reserved[0].causation_id == created.id
+    assert reserved[0].correlation_id == created.correlation_id
+    assert reserved[0].saga_id == "o2"
+    await h.crash()
+
+
+async def test_crash_before_commit_redelivers_and_applies_once(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Inventory")
+    h.service.crash.add("OrderCreated")
+    (created,) = await publish(bus, h.registry, event("OrderCreated", "o3"))
+    (delivery,) = await h.fetch(1)
+    assert h.runner is not None
+    with pytest.raises(Crash):
+        await h.runner.handle(delivery)  # dies mid-transaction, offset not committed
+    await h.crash()
+    h.service.crash.clear()
+    await h.start()
+    (again,) = await h.fetch(1)
+    assert Envelope.from_record(again.record).id == created.id, "the event is delivered again"
+    assert h.runner is not None
+    assert await h.runner.handle(again) == "applied"
+    assert await h.calls() == 1, "the crashed attempt's writes were rolled back"
+    assert await outbox_types(h) == ["InventoryReserved"]
+    await h.crash()
+
+
+async def test_poison_record_goes_to_dead_letter_and_next_is_processed(
+    bus: Bus, db_url: str
+) -> None:
+    from engine.bus import Record
+
+    h = await harness(bus, db_url, "Inventory")
+    topic = h.registry.events_topic.name
+    good = Envelope.new(
+        type="OrderCreated", source="t", saga_id="o4", data=event("OrderCreated", "o4").to_json()
+    )
+    wrong_type = Envelope.new(type="Nonsense", source="t", saga_id="o4", data=b"{}")
+    bad_payload = Envelope.new(
+        type="OrderCreated", source="t", saga_id="o4", data=b'{"order_id": "o4", "total": "lots"}'
+    )
+    await bus.publish(
+        [
+            Record(topic, b"o4", b"\x00\xffnot json at all", ()),
+            wrong_type.to_record(topic),
+            bad_payload.to_record(topic),
+            good.to_record(topic),
+        ]
+    )
+    assert await h.consume(4) == ["dead", "dead", "dead", "applied"]
+    dead = [DeadLetter.of(d) for d in await bus.read_all(h.registry.dead_letter_topic.name)]
+    assert [d.error_type for d in dead] == ["BadEnvelope"] * 3
+    assert "missing CloudEvents header" in dead[0].error
+    assert "unknown event type 'Nonsense'" in dead[1].error
+    assert "invalid OrderCreated payload" in dead[2].error
+    assert all(d.service == "Inventory" for d in dead)
+    assert await state_of(h, "o4") == "placed"
+    await h.crash()
+
+
+async def test_late_event_does_not_change_state(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Payment")
+    await publish(
+        bus,
+        h.registry,
+        event("OrderCreated", "o5"),
+        event("InventoryReservationFailed", "o5"),
+        event("OrderCancelled", "o5"),
+    )
+    (late,) = await publish(bus, h.registry, event("InventoryReserved", "o5"))
+    assert await h.consume(4) == ["applied", "applied", "applied", "skipped"]
+    assert await state_of(h, "o5") == "cancelled"
+    assert await h.calls() == 0, "Payment must not charge a cancelled order"
+    skipped = await h.rows(select(tables.skipped))
+    assert [(r.event_id, r.reason, r.state) for r in skipped] == [
+        (late.id, "not_allowed", "cancelled")
+    ]
+    await h.crash()
+
+
+async def test_event_before_its_saga_started_is_skipped(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Payment")
+    await publish(bus, h.registry, event("InventoryReserved", "o6"))
+    assert await h.consume(1) == ["skipped"]
+    assert await state_of(h, "o6") is None
+    assert await h.calls() == 0
+    await h.crash()
+
+
+async def test_deadline_fires_after_a_restart(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Logistics")
+    h.service.emit_override = lambda saga: None  # the provider will answer later
+    await publish(
+        bus,
+        h.registry,
+        event("OrderCreated", "o7"),
+        event("InventoryReserved", "o7"),
+        event("PaymentSucceeded", "o7"),
+    )
+    assert await h.consume(3) == ["applied"] * 3
+    assert await state_of(h, "o7") == "paid"
+    assert await outbox_types(h) == []
+    await h.crash()
+    await h.start()  # restart: the timer is in the database, not in memory
+    assert h.runner is not None
+    timers = DeadlineTimers(h.runner)
+    assert await timers.fire_due(now=time.time()) == 0, "not due yet"
+    assert await timers.fire_due(now=time.time() + 61) == 1
+    assert await outbox_types(h) == ["DeliveryFailed"]
+    (raw,) = await h.rows(select(tables.outbox.c.value))
+    assert b'"reason":"timeout"' in raw.value and b'"order_id":"o7"' in raw.value
+    assert await timers.fire_due(now=time.time() + 120) == 0, "a deadline fires once"
+    await h.crash()
+
+
+async def test_no_deadline_when_the_reaction_answers_at_once(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Logistics")
+    await publish(
+        bus,
+        h.registry,
+        event("OrderCreated", "o12"),
+        event("InventoryReserved", "o12"),
+        event("PaymentSucceeded", "o12"),
+    )
+    assert await h.consume(3) == ["applied"] * 3
+    assert h.runner is not None
+    assert await DeadlineTimers(h.runner).fire_due(now=time.time() + 61) == 0
+    assert await outbox_types(h) == ["DeliveryScheduled"]
+    await h.crash()
+
+
+async def test_deadline_does_not_fire_once_the_saga_moved_on(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Logistics")
+    await publish(
+        bus,
+        h.registry,
+        event("OrderCreated", "o8"),
+        event("InventoryReserved", "o8"),
+        event("PaymentSucceeded", "o8"),
+        event("DeliveryScheduled", "o8"),
+    )
+    assert await h.consume(4) == ["applied"] * 4
+    assert await state_of(h, "o8") == "completed"
+    assert h.runner is not None
+    assert await DeadlineTimers(h.runner).fire_due(now=time.time() + 61) == 0
+    assert await outbox_types(h) == ["DeliveryScheduled"]
+    await h.crash()
+
+
+async def test_failing_reaction_is_retried_then_parked_and_replayed(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Inventory")
+    h.service.fail.add("OrderCreated")
+    envs = await publish(
+        bus,
+        h.registry,
+        event("OrderCreated", "o9"),
+        event("InventoryReserved", "o9"),
+        event("OrderCreated", "o10"),
+    )
+    assert h.runner is not None
+    outcomes = []
+    for d in await h.fetch(3):
+        if Envelope.from_record(d.record).saga_id == "o10":
+            h.service.fail.clear()
+        outcomes.append(await h.runner.handle(d))
+    assert outcomes == ["dead", "dead", "applied"], "o9 parked; o10 unaffected"
+    assert await h.calls() == 1 + 0, "only o10's reaction committed"
+    dead = [DeadLetter.of(d) for d in await bus.read_all(h.registry.dead_letter_topic.name)]
+    assert [(d.event_id, d.attempts) for d in dead] == [(envs[0].id, 3), (envs[1].id, 0)]
+    assert dead[0].error_type == "ValueError" and "scripted failure" in dead[0].error
+    assert "parked" in dead[1].error
+    # The bug is fixed: replay puts both back, in order, and they apply.
+    topic = h.registry.events_topic.name
+    await bus.publish(
+        [
+            replay_record(d.record, topic)
+            for d in await bus.read_all(h.registry.dead_letter_topic.name)
+        ]
+    )
+    assert await h.consume(2) == ["applied", "applied"]
+    assert await state_of(h, "o9") == "reserved"
+    await h.crash()
+
+
+async def test_reaction_emitting_a_forbidden_event_is_refused(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Inventory")
+    h.service.emit_override = lambda saga: event("PaymentSucceeded", saga)
+    await publish(bus, h.registry, event("OrderCreated", "o11"))
+    assert await h.consume(1) == ["dead"]
+    assert await outbox_types(h) == []
+    (dead,) = [DeadLetter.of(d) for d in await bus.read_all(h.registry.dead_letter_topic.name)]
+    assert dead.error_type == "ForbiddenEmit"
+    assert "emitted PaymentSucceeded; the registry allows InventoryReserved" in dead.error
+    await h.crash()
