@@ -18,8 +18,11 @@ _OURS = (ERROR, ERROR_TYPE, SERVICE, ATTEMPTS, ORIGIN)
 def one_line(error: BaseException | str) -> str:
     """An error as one line: multi-line messages (pydantic's) joined with ' | '."""
     text = error if isinstance(error, str) else str(error) or type(error).__name__
-    lines = [ln.strip() for ln in text.splitlines()
-             if ln.strip() and not ln.strip().startswith("For further information")]
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.strip().startswith("For further information")
+    ]
     return " | ".join(lines)
 
 

@@ -378,7 +378,10 @@ class ServiceRunner:
             if exists is None:
                 await conn.execute(
                     insert(tables.parked).values(
-                        saga_id=env.saga_id, event_id=env.id, error=one_line(exc)[:2000], at=time.time()
+                        saga_id=env.saga_id,
+                        event_id=env.id,
+                        error=one_line(exc)[:2000],
+                        at=time.time(),
                     )
                 )
 

@@ -7,14 +7,22 @@ Copied into a generated test project and imported there (it reads that project's
 from __future__ import annotations
 
 import importlib
+import os
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from codegen import load_registry
-from codegen.model import FieldSpec
+from codegen.model import FieldSpec, Registry
 
-REGISTRY = load_registry(Path(__file__).resolve().parent / "registry" / "saga.yaml")
+
+@cache
+def project_registry() -> Registry:
+    """The registry of the project this file was copied into."""
+    return load_registry(Path(__file__).resolve().parent / "registry" / "saga.yaml")
+
+
 _CANDIDATES = ["AAA", "2026-01-01", "ABC123", "AB1234", "x", "a", "1"]
 
 
@@ -41,17 +49,18 @@ def sample(f: FieldSpec) -> Any:
     return {p.name: sample(p) for p in f.properties if p.required}
 
 
-def payload(event_name: str, saga_id: str) -> dict[str, Any]:
+def payload(registry: Registry, event_name: str, saga_id: str) -> dict[str, Any]:
     """A valid payload of `event_name` for saga `saga_id`."""
-    event = REGISTRY.event(event_name)
+    event = registry.event(event_name)
     data = {f.name: sample(f) for f in event.fields if f.required}
-    data[REGISTRY.key] = saga_id
+    data[registry.key] = saga_id
     return data
 
 
 def make(name: str) -> type:
     """The class of service `name`, with a reaction for every consumed event."""
-    spec = REGISTRY.service(name)
+    registry = project_registry()
+    spec = registry.service(name)
     base = getattr(importlib.import_module(f"handlers.base.{spec.module}"), f"{name}Base")
     events = importlib.import_module("handlers.events")
     methods: dict[str, Any] = {}
@@ -59,9 +68,12 @@ def make(name: str) -> type:
         emits = r.emits
 
         async def react(self: Any, event: Any, ctx: Any, _emits: Any = emits) -> Any:
+            if name in os.environ.get("AUTOREACT_FAIL", "").split(","):
+                raise RuntimeError(f"{name} is broken (AUTOREACT_FAIL)")
             if not _emits:
                 return None
-            return events.EVENT_TYPES[_emits[0]].from_dict(payload(_emits[0], ctx.saga_id))
+            data = payload(registry, _emits[0], ctx.saga_id)
+            return events.EVENT_TYPES[_emits[0]].from_dict(data)
 
         methods[base.handler_names[r.event]] = react
     return type(name, (base,), methods)

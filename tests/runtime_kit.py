@@ -78,7 +78,8 @@ def fresh_registry() -> Registry:
 
 def scripted(service: str) -> Any:
     """An instance of `service` whose every reaction records the call in its own table and
-    emits the first event the registry allows. `fail` and `crash` script failures."""
+    emits the first event the registry allows. `fail` (event types), `fail_sagas` (saga
+    ids) and `crash` script failures; `emit_override` replaces what is emitted."""
     module = __import__(bases.SERVICE_MODULES[service].replace(".", ".base.", 1), fromlist=["x"])
     base = getattr(module, f"{service}Base")
     md = MetaData()
@@ -95,7 +96,7 @@ def scripted(service: str) -> Any:
             await ctx.db.execute(insert(calls).values(event_id=ctx.event_id, event_type=event_type))
             if event_type in self.crash:
                 raise Crash(event_type)
-            if event_type in self.fail:
+            if event_type in self.fail or ctx.saga_id in self.fail_sagas:
                 raise ValueError(f"scripted failure in {event_type}")
             emits = self.reactions[event_type]
             if self.emit_override:
@@ -108,7 +109,7 @@ def scripted(service: str) -> Any:
     methods.update(metadata=md, calls=calls)
     cls = type(service, (base,), methods)
     obj = cls()
-    obj.fail, obj.crash, obj.emit_override = set(), set(), None
+    obj.fail, obj.fail_sagas, obj.crash, obj.emit_override = set(), set(), set(), None
     return obj
 
 

@@ -4,6 +4,7 @@ that is not checkout, killed with SIGKILL mid-run and restarted, stopped with SI
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -11,22 +12,30 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from codegen import load_registry, write
-from engine.buses import EmbeddedBus
+from engine.bus import Bus, TopicSpec
+from engine.buses import EmbeddedBus, KafkaBus
 from engine.envelope import Envelope
+from tests.autoreact import payload
 from tests.helpers import ROOT, TRIP
 
 SAGA = [sys.executable, "-m", "engine.cli"]
 
 
 def make_project(tmp_path: Path) -> Path:
+    """A project generated from the trip registry, on topics no other test uses."""
     root = tmp_path / "project"
     (root / "registry").mkdir(parents=True)
-    shutil.copy(TRIP, root / "registry" / "saga.yaml")
+    tag = uuid.uuid4().hex[:8]
+    text = TRIP.read_text(encoding="utf-8").replace(
+        "name: trips.booking.", f"name: t{tag}.trips.booking."
+    )
+    (root / "registry" / "saga.yaml").write_text(text, encoding="utf-8")
     reg = load_registry(root / "registry" / "saga.yaml")
     write(reg, root / "registry" / "saga.yaml", root, render=False)
     shutil.copy(ROOT / "tests" / "autoreact.py", root / "autoreact.py")
@@ -37,33 +46,63 @@ def make_project(tmp_path: Path) -> Path:
     return root
 
 
-def start(root: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}", "SAGA_LOG_LEVEL": "WARNING"}
+def start(
+    root: Path, *args: str, bus: str = "embedded:bus.db", fail: str = ""
+) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{root}{os.pathsep}{ROOT}",
+        "SAGA_LOG_LEVEL": "WARNING",
+        "SAGA_BUS": bus,
+        "AUTOREACT_FAIL": fail,
+    }
     return subprocess.Popen(
-        [*SAGA, "run", "--bus", "embedded:bus.db", "--db", "sqlite:///dbs/{service}.db", *args],
-        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [*SAGA, "run", "--db", "sqlite:///dbs/{service}.db", *args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
-async def place(root: Path, n: int) -> None:
-    """Start `n` sagas the way an outside producer would: CloudEvents on the bus."""
-    reg = load_registry(root / "registry" / "saga.yaml")
-    (first,) = [e for s in reg.services for e in s.initiates][:1]
-    sys.path.insert(0, str(root))
-    try:
-        import autoreact  # the project's copy, reading the project's registry
+def saga_cli(root: Path, bus: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}", "SAGA_BUS": bus}
+    return subprocess.run(
+        [*SAGA, *args], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
 
-        import handlers.events as events
-    finally:
-        sys.path.remove(str(root))
-    cls = events.EVENT_TYPES[first]
+
+def bus_object(root: Path, bus: str) -> Bus:
+    if bus.startswith("kafka://"):
+        return KafkaBus(bus.removeprefix("kafka://"))
+    return EmbeddedBus(root / "bus.db")
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+def bus_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "kafka":
+        return f"kafka://{request.getfixturevalue('kafka_bootstrap')}"
+    return "embedded:bus.db"
+
+
+async def place(root: Path, n: int, bus: str = "embedded:bus.db") -> None:
+    """Start `n` sagas the way an outside producer would: plain JSON CloudEvents on the
+    bus, built from the registry alone (no generated code in this process)."""
+    reg = load_registry(root / "registry" / "saga.yaml")
+    first = next(e for s in reg.services for e in s.initiates)
     envs = [
-        Envelope.new(type=first, source="tests", saga_id=f"trip-{i}",
-                     data=cls.from_dict(autoreact.payload(first, f"trip-{i}")).to_json())
+        Envelope.new(
+            type=first,
+            source="tests",
+            saga_id=f"trip-{i}",
+            data=json.dumps(payload(reg, first, f"trip-{i}")).encode(),
+        )
         for i in range(n)
     ]
-    async with EmbeddedBus(root / "bus.db") as bus:
-        await bus.publish([e.to_record(reg.events_topic.name) for e in envs])
+    async with bus_object(root, bus) as b:
+        await b.ensure_topics([TopicSpec(reg.events_topic.name, reg.events_topic.partitions)])
+        await b.publish([e.to_record(reg.events_topic.name) for e in envs])
 
 
 def states(root: Path, service: str) -> dict[str, str]:
@@ -90,24 +129,12 @@ def wait_terminal(root: Path, n: int, timeout: float = 90.0) -> dict[str, str]:
     raise AssertionError(f"sagas not terminal after {timeout}s: {last}")
 
 
-@pytest.fixture(autouse=True)
-def _sys_modules_guard() -> object:
-    before = set(sys.modules)
-    yield None
-    for name in set(sys.modules) - before:
-        if name == "autoreact" or name.startswith("handlers"):
-            del sys.modules[name]
-
-
-def test_saga_run_survives_kill_9_and_stops_cleanly(tmp_path: Path) -> None:
+def test_saga_run_survives_kill_9_and_stops_cleanly(tmp_path: Path, bus_url: str) -> None:
     root = make_project(tmp_path)
-    # Lose the project's handlers from this process's import cache after placing.
-    for name in [m for m in sys.modules if m.startswith("handlers")]:
-        del sys.modules[name]
-    proc = start(root)
+    proc = start(root, bus=bus_url)
     try:
         reg = load_registry(root / "registry" / "saga.yaml")
-        asyncio.run(place(root, 100))
+        asyncio.run(place(root, 100, bus_url))
         last = reg.services[-1].name
         while not states(root, last):  # let it get going, then kill it mid-run
             time.sleep(0.05)
@@ -116,12 +143,12 @@ def test_saga_run_survives_kill_9_and_stops_cleanly(tmp_path: Path) -> None:
         at_kill = states(root, last)
         terminal = set(reg.state_machine.terminal_states)
         assert sum(s in terminal for s in at_kill.values()) < 100, "killed too late to matter"
-        proc = start(root)
+        proc = start(root, bus=bus_url)
         final = wait_terminal(root, 100)
         outcomes = {s.name: s.outcome for s in reg.state_machine.states}
         assert all(outcomes[s] == "success" for s in final.values()), final
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
         assert "stopped cleanly" in err
     finally:
@@ -154,8 +181,9 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path, args: list[str], mess
     root = make_project(tmp_path)
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}"}
     base = ["--bus", "embedded:bus.db", "--db", "sqlite:///dbs/{service}.db"]
-    result = subprocess.run([*SAGA, "run", *base, *args], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*SAGA, "run", *base, *args], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -164,14 +192,52 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path, args: list[str], mess
 def test_missing_reaction_is_refused_at_start(tmp_path: Path) -> None:
     root = make_project(tmp_path)
     (root / "handlers" / "billing.py").write_text(
-        "from handlers.base.billing import BillingBase\n\n\nclass Billing(BillingBase):\n"
-        "    pass\n"
+        "from handlers.base.billing import BillingBase\n\n\nclass Billing(BillingBase):\n    pass\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}"}
-    result = subprocess.run([*SAGA, "run", "--bus", "embedded:bus.db", "--db",
-                             "sqlite:///dbs/{service}.db"], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*SAGA, "run", "--bus", "embedded:bus.db", "--db", "sqlite:///dbs/{service}.db"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
-    assert result.stderr.startswith("error: handler Billing in handlers.billing lacks "
-                                    "reaction(s): on_"), result.stderr
+    assert result.stderr.startswith(
+        "error: handler Billing in handlers.billing lacks reaction(s): on_"
+    ), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dead_letters_are_listed_and_replayed_once_fixed(tmp_path: Path, bus_url: str) -> None:
+    root = make_project(tmp_path)
+    proc = start(root, bus=bus_url, fail="Billing")  # Billing is broken: its sagas park
+    try:
+        asyncio.run(place(root, 5, bus_url))
+        deadline = time.monotonic() + 90
+        listed = saga_cli(root, bus_url, "dlq", "list")
+        while listed.stdout.count("\tBilling\t") < 5 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            listed = saga_cli(root, bus_url, "dlq", "list")
+        assert listed.returncode == 0, listed.stderr
+        rows = [line for line in listed.stdout.splitlines() if "\tBilling\t" in line]
+        assert len(rows) == 5 and all("RuntimeError: Billing is broken" in r for r in rows)
+        assert all("attempts=5" in r for r in rows)
+        assert not any(
+            s in set(load_registry(root / "registry/saga.yaml").state_machine.terminal_states)
+            for s in states(root, "Notifications").values()
+        )
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        proc = start(root, bus=bus_url)  # the fix is deployed
+        replayed = saga_cli(root, bus_url, "dlq", "replay", "--service", "Billing")
+        assert replayed.returncode == 0, replayed.stderr
+        assert replayed.stdout.startswith("replayed 5 record(s)")
+        final = wait_terminal(root, 5)
+        reg = load_registry(root / "registry" / "saga.yaml")
+        outcomes = {s.name: s.outcome for s in reg.state_machine.states}
+        assert all(outcomes[s] == "success" for s in final.values()), final
+    finally:
+        if proc.poll() is None:
+            proc.kill()

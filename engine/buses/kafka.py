@@ -12,20 +12,20 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from aiokafka import (  # type: ignore[import-untyped]
+from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
-from aiokafka.errors import (  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
     ConsumerStoppedError,
     KafkaError,
     TopicAlreadyExistsError,
 )
-from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
-from aiokafka.structs import OffsetAndMetadata  # type: ignore[import-untyped]
+from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import OffsetAndMetadata
 
 from engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
 from engine.errors import BusUnavailable
@@ -173,7 +173,7 @@ class KafkaBus(Bus):
             **self._client_options(),
             group_id=group,
             enable_auto_commit=False,
-            auto_offset_reset="latest",
+            auto_offset_reset="earliest",
         )
         await self._connect(consumer, f"join group {group!r} on")
         subscription = _KafkaSubscription(consumer, group, self._subscriptions)
