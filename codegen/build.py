@@ -195,8 +195,9 @@ class _Builder:
                 description=s.get("description", ""),
                 initiates=tuple(s.get("initiates", ())),
                 reactions=tuple(
-                    Reaction(ev, tuple(r["emits"]), r.get("description", ""),
-                             bool(r.get("defer", False)))
+                    Reaction(
+                        ev, tuple(r["emits"]), r.get("description", ""), bool(r.get("defer", False))
+                    )
                     for ev, r in s.get("reacts", {}).items()
                 ),
             )

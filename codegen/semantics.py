@@ -317,7 +317,6 @@ class _Checker:
                     (*path, "payload"), f"deadline payload for '{d.emit}': {where}: {err.message}"
                 )
 
-
     def deferred_reactions_are_guarded(self) -> None:
         sm = self.reg.state_machine
         guarded = {d.state for d in sm.deadlines}
@@ -327,9 +326,11 @@ class _Checker:
                     continue
                 for t in sm.transitions:
                     if t.event == r.event and t.target not in guarded:
-                        self.add(("services", s.name, "reacts", r.event, "defer"),
-                                 f"'{s.name}' may defer its reaction to '{r.event}', but state "
-                                 f"'{t.target}' has no deadline: the saga could wait forever")
+                        self.add(
+                            ("services", s.name, "reacts", r.event, "defer"),
+                            f"'{s.name}' may defer its reaction to '{r.event}', but state "
+                            f"'{t.target}' has no deadline: the saga could wait forever",
+                        )
 
 
 def _closure(start: Iterable[str], step: object) -> set[str]:
