@@ -39,14 +39,26 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, then drain what is committed."""
+        pause = 0.05
         while not stop.is_set():
-            sent = await self.relay_once()
+            try:
+                sent = await self.relay_once()
+                pause = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # committed rows wait in the outbox; try again
+                log.warning("relay: publish failed, retrying in %.2gs: %s", pause, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                pause = min(pause * 2, 5.0)
+                continue
             if sent < self.batch:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
-        while await self.relay_once():
-            pass
+        with contextlib.suppress(Exception):  # best effort: rows stay for the next start
+            while await self.relay_once():
+                pass
 
     async def relay_once(self) -> int:
         """Publish one batch of unsent rows; returns how many were sent."""

@@ -13,6 +13,7 @@ events wait in the dead-letter topic too, in order, until `saga dlq replay`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -118,19 +119,43 @@ class ServiceRunner:
         self._subscription: Subscription | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set; a batch in hand is finished first."""
-        self._subscription = await self.bus.subscribe(self.group, [self.topic])
-        try:
-            while not stop.is_set():
-                batch = await self._subscription.fetch(
-                    self.settings.batch, self.settings.poll_timeout_s
+        """Consume until `stop` is set; a batch in hand is finished first.
+
+        A bus or database error (a broker restart, a failed commit) does not end the loop:
+        it is logged, and after a pause the runner subscribes again, so that whatever was
+        handed out but not committed is delivered again (and deduplicated)."""
+        pause = self.settings.backoff_s
+        while not stop.is_set():
+            subscription = None
+            try:
+                subscription = self._subscription = await self.bus.subscribe(
+                    self.group, [self.topic]
                 )
-                if batch:
-                    await self.handle_batch(batch)
-                    await self._subscription.commit(batch)
-        finally:
-            await self._subscription.close()
-            self._subscription = None
+                while not stop.is_set():
+                    batch = await subscription.fetch(
+                        self.settings.batch, self.settings.poll_timeout_s
+                    )
+                    if batch:
+                        await self.handle_batch(batch)
+                        await subscription.commit(batch)
+                    pause = self.settings.backoff_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive any outage
+                self.metrics.inc("consumer_errors", self.name)
+                log.warning(
+                    "%s: consumer error, resubscribing in %.2gs: %s",
+                    self.name,
+                    pause,
+                    one_line(exc),
+                )
+                await _sleep_unless(stop, pause)
+                pause = min(pause * 2, self.settings.backoff_max_s * 5)
+            finally:
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await subscription.close()
+                self._subscription = None
 
     async def handle_batch(self, batch: list[Delivery]) -> None:
         """Handle deliveries in order; never raises for a bad record or a failing reaction."""
@@ -389,6 +414,11 @@ class ServiceRunner:
         record = dead_letter(delivery, self.dead_letter_topic, self.name, exc, attempts)
         await self.bus.publish([record])
         self.metrics.inc("dead_lettered", self.name)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 class _Parked(Exception):

@@ -32,7 +32,12 @@ class DeadlineTimers:
     async def run(self, stop: asyncio.Event) -> None:
         """Fire due deadlines until `stop` is set."""
         while not stop.is_set():
-            await self.fire_due()
+            try:
+                await self.fire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # timers are in the database; the next pass retries
+                log.warning("%s: deadline timers failed: %s", self.runner.name, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_s)
 
