@@ -71,12 +71,14 @@ async def test_runner_and_relay_survive_a_failed_commit_and_publish(tmp_path: Pa
     bus = FlakyBus(EmbeddedBus(tmp_path / "bus.db"))
     await bus.start()
     service = scripted("Inventory")
-    db = Database(database_url(f"sqlite:///{tmp_path}/{{service}}.db", "inventory"),
-                  service.metadata)
+    db = Database(
+        database_url(f"sqlite:///{tmp_path}/{{service}}.db", "inventory"), service.metadata
+    )
     await db.start()
     relay = OutboxRelay(db, bus, idle_poll_s=0.02)
-    runner = ServiceRunner(registry, service, ev.EVENT_TYPES, db, bus, settings=FAST,
-                           on_committed=relay.wake)
+    runner = ServiceRunner(
+        registry, service, ev.EVENT_TYPES, db, bus, settings=FAST, on_committed=relay.wake
+    )
     await publish(bus, registry, *(event("OrderCreated", f"s{i}") for i in range(20)))
     bus.fail_commit = 1
     bus.fail_publish = 1
@@ -90,8 +92,9 @@ async def test_runner_and_relay_survive_a_failed_commit_and_publish(tmp_path: Pa
         await asyncio.sleep(0.05)
     stop.set()
     await asyncio.gather(*tasks)
-    reserved = [d for d in await bus.read_all(topic)
-                if d.record.header("ce_type") == b"InventoryReserved"]
+    reserved = [
+        d for d in await bus.read_all(topic) if d.record.header("ce_type") == b"InventoryReserved"
+    ]
     assert len(reserved) == 20, "every reaction's event was relayed despite the outage"
     assert bus.fail_commit == 0 and bus.fail_publish == 0, "both outages happened"
     assert runner.metrics.get("consumer_errors") == 1
