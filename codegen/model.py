@@ -192,10 +192,17 @@ class Registry:
     services: tuple[Service, ...]
     events: tuple[Event, ...]
     state_machine: StateMachine
-    _by_name: dict[str, Event] = field(default_factory=dict, compare=False, repr=False)
+    # Indexes, rebuilt by __post_init__ (also after dataclasses.replace).
+    _by_name: dict[str, Event] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _consumers: dict[str, list[str]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._by_name.update({e.name: e for e in self.events})
+        for s in self.services:
+            for r in s.reactions:
+                self._consumers.setdefault(r.event, []).append(s.name)
 
     def event(self, name: str) -> Event:
         """The event called `name` (KeyError if none)."""
@@ -210,4 +217,4 @@ class Registry:
 
     def consumers(self, event: str) -> list[str]:
         """Names of the services reacting to `event`, in registry order."""
-        return [s.name for s in self.services for r in s.reactions if r.event == event]
+        return list(self._consumers.get(event, ()))

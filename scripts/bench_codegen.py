@@ -277,9 +277,11 @@ def _render_write(path: Path, out: Path, timeout: float) -> dict[str, Any] | Non
     try:
         stdout, stderr = proc.communicate(timeout=timeout if timeout > 0 else None)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the child and the `dot`s it started
-        proc.communicate()
         return None
+    finally:
+        if proc.poll() is None:  # timed out or interrupted: end the child and its `dot`s
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"codegen child failed ({proc.returncode}): {stderr.strip()}")
     result: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
@@ -396,12 +398,19 @@ def _remarks(row: dict[str, Any]) -> list[str]:
     return extra
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table (and write JSON if asked)."""
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == [_CHILD_FLAG] and len(argv) == 3:
         return _child_write(argv[1], argv[2])
+    # Turn SIGTERM (e.g. from `timeout`) into an exit, so that the child process group
+    # of a rendering run is killed on the way out instead of being left behind.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=1000, help="events of the generated registry")
     parser.add_argument("--services", type=int, default=100, help="its services")

@@ -322,3 +322,22 @@ def test_without_dot_the_sources_are_still_written(tmp_path: Path) -> None:
     assert (root / "docs/diagrams/choreography.dot").exists()
     assert "docs/diagrams/choreography.svg" in report.not_rendered
     assert not (root / "docs/diagrams/choreography.svg").exists()
+
+
+def test_large_overviews_switch_to_a_scalable_layout(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench_codegen
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    registry = tmp_path / "big.yaml"
+    bench_codegen.write_generated(registry, 400, 40)
+    write(load_registry(registry), registry, tmp_path, render=False)
+    diagrams = tmp_path / "docs" / "diagrams"
+    assert "layout=sfdp" in (diagrams / "choreography.dot").read_text()
+    assert "layout=sfdp" in (diagrams / "state_machine.dot").read_text()
+    outcome = next(diagrams.glob("outcome_*.dot")).read_text()
+    assert "layout=" not in outcome, "chains keep dot's layout"
+    small = tmp_path / "small"
+    generate(small)
+    assert "layout=" not in (small / "docs/diagrams/choreography.dot").read_text()
