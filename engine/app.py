@@ -56,7 +56,8 @@ class Application:
         reg = self.registry
         names = self.settings.services or tuple(s.name for s in reg.services)
         types = event_types(self.settings.package)
-        instances = [load_service(reg, n, self.settings.package) for n in names]
+        options = dict(self.settings.options)
+        instances = [load_service(reg, n, self.settings.package, options) for n in names]
         if self.bus is None:
             k = self.settings.kafka
             self.bus = bus_from_url(

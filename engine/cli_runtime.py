@@ -81,6 +81,13 @@ def _fail(message: str) -> None:
     help="Database URL template; {service} becomes each service's name.",
 )
 @_security
+@click.option(
+    "--set",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting for the services, e.g. payment.bank_failure=0.1 (repeatable).",
+)
 @click.option("--log-level", default="INFO", envvar="SAGA_LOG_LEVEL", show_default=True)
 def run(
     services: tuple[str, ...],
@@ -92,6 +99,7 @@ def run(
     sasl_username: str | None,
     sasl_password: str | None,
     ssl_cafile: str | None,
+    options: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run SERVICES (all of the registry's if none) until SIGINT or SIGTERM."""
@@ -102,12 +110,19 @@ def run(
         _fail(f"--db {db!r} has no {{service}}: each service owns its own database")
     # The services' code lives in the project the command runs in.
     sys.path.insert(0, os.getcwd())
+    pairs = []
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {option!r}: expected KEY=VALUE")
+        pairs.append((key.strip(), value.strip()))
     settings = Settings(
         registry=registry,
         bus=bus,
         db=db,
         services=services,
         kafka=KafkaSecurity(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile),
+        options=tuple(pairs),
     )
     try:
         asyncio.run(_run(settings))

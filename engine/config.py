@@ -33,3 +33,6 @@ class Settings:
     package: str = "handlers"
     kafka: KafkaSecurity = field(default_factory=KafkaSecurity)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
+    options: tuple[tuple[str, str], ...] = ()
+    """`KEY=VALUE` settings for the services (`--set`); each service whose class has
+    `configure(options)` receives them all."""

@@ -18,8 +18,11 @@ def event_types(package: str) -> Mapping[str, Any]:
     return types
 
 
-def load_service(registry: Registry, name: str, package: str) -> Any:
-    """An instance of service `name`'s class from `package.<module>`."""
+def load_service(
+    registry: Registry, name: str, package: str, options: Mapping[str, str] | None = None
+) -> Any:
+    """An instance of service `name`'s class from `package.<module>`, given `options`
+    through its `configure(options)` method if it has one (a bad option is a ConfigError)."""
     names = [s.name for s in registry.services]
     if name not in names:
         raise ConfigError(f"unknown service {name!r}: the registry has {', '.join(names)}")
@@ -40,11 +43,17 @@ def load_service(registry: Registry, name: str, package: str) -> Any:
             f"handler {name} in {module_name} lacks reaction(s): {', '.join(missing)}"
         )
     try:
-        return cls()
+        service = cls()
+        configure = getattr(service, "configure", None)
+        if configure is not None:
+            configure(dict(options or {}))
+    except ConfigError:
+        raise
     except Exception as exc:  # user code: report it on one line
         raise ConfigError(
             f"handler {name} could not be created: {type(exc).__name__}: {exc}"
         ) from None
+    return service
 
 
 def _import(module: str, hint: str) -> Any:

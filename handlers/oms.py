@@ -1,11 +1,16 @@
-"""The reactions of 'OMS'.
+"""The reactions of 'OMS': orders and their state.
 
-This module is yours: `saga codegen` wrote it once and never overwrites it. The generated
-base (`handlers.base.oms`) declares one method per event this service
-consumes; when the registry gains a reaction, add its method here.
+OMS starts each saga (`place`, which initiates `OrderCreated` with the order row in one
+transaction), turns any failure into `OrderCancelled` once its compensations are done, and
+marks delivered orders completed.
 """
 
 from __future__ import annotations
+
+import time
+
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.reaction import ReactionContext
 from handlers.base.oms import OMSBase
@@ -14,23 +19,79 @@ from handlers.events import (
     InventoryReleased,
     InventoryReservationFailed,
     OrderCancelled,
+    OrderCreated,
 )
+
+metadata = MetaData()
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # placed | completed | cancelled
+    Column("cause", String(64), nullable=True),
+    Column("reason", String(64), nullable=True),
+    Column("placed_at", Float, nullable=False),
+)
+
+
+def new_order(
+    order_id: str, customer_id: str, lines: list[tuple[str, int, int]], currency: str
+) -> OrderCreated:
+    """The `OrderCreated` of a checked-out cart: lines of (sku, quantity, unit price)."""
+    return OrderCreated.from_dict(
+        {
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "currency": currency,
+            "items": [{"sku": s, "quantity": q, "unit_price": p} for s, q, p in lines],
+            "total": sum(q * p for _, q, p in lines),
+        }
+    )
+
+
+async def record_order(conn: AsyncConnection, event: OrderCreated) -> None:
+    """Write the order row; run it in the transaction that initiates `event`."""
+    await conn.execute(
+        insert(orders).values(
+            order_id=event.order_id,
+            customer_id=event.customer_id,
+            total=event.total,
+            currency=event.currency,
+            status="placed",
+            placed_at=time.time(),
+        )
+    )
 
 
 class OMS(OMSBase):
     """The 'OMS' service."""
 
+    metadata = metadata
+
     async def on_inventory_reservation_failed(
         self, event: InventoryReservationFailed, ctx: ReactionContext
     ) -> OrderCancelled:
-        raise NotImplementedError('OMS.on_inventory_reservation_failed is not written yet')
+        return await _cancel(ctx.db, event.order_id, "InventoryReservationFailed", event.reason)
 
     async def on_inventory_released(
         self, event: InventoryReleased, ctx: ReactionContext
     ) -> OrderCancelled:
-        raise NotImplementedError('OMS.on_inventory_released is not written yet')
+        return await _cancel(ctx.db, event.order_id, event.cause, event.reason)
 
-    async def on_delivery_scheduled(
-        self, event: DeliveryScheduled, ctx: ReactionContext
-    ) -> None:
-        raise NotImplementedError('OMS.on_delivery_scheduled is not written yet')
+    async def on_delivery_scheduled(self, event: DeliveryScheduled, ctx: ReactionContext) -> None:
+        await ctx.db.execute(
+            update(orders).where(orders.c.order_id == event.order_id).values(status="completed")
+        )
+
+
+async def _cancel(conn: AsyncConnection, order_id: str, cause: str, reason: str) -> OrderCancelled:
+    await conn.execute(
+        update(orders)
+        .where(orders.c.order_id == order_id)
+        .values(status="cancelled", cause=cause, reason=reason)
+    )
+    # `cause` comes from an event whose schema already limits it to the failure events.
+    return OrderCancelled.from_dict({"order_id": order_id, "cause": cause, "reason": reason})
