@@ -16,30 +16,30 @@ from typing import Annotated, Any, ClassVar, Final, Literal, Self, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 __all__ = [
-    "DEAD_LETTER_TOPIC",
-    "EVENTS_TOPIC",
-    "EVENT_TYPES",
-    "SAGA_KEY",
-    "SAGA_NAME",
-    "DeliveryFailed",
-    "DeliveryScheduled",
-    "Event",
-    "EventBase",
-    "EventKind",
-    "InventoryReleased",
-    "InventoryReservationFailed",
-    "InventoryReserved",
-    "OrderCancelled",
-    "OrderCreated",
-    "PaymentFailed",
-    "PaymentSucceeded",
-    "RefundSucceeded",
+    'DEAD_LETTER_TOPIC',
+    'EVENTS_TOPIC',
+    'EVENT_TYPES',
+    'SAGA_KEY',
+    'SAGA_NAME',
+    'DeliveryFailed',
+    'DeliveryScheduled',
+    'Event',
+    'EventBase',
+    'EventKind',
+    'InventoryReleased',
+    'InventoryReservationFailed',
+    'InventoryReserved',
+    'OrderCancelled',
+    'OrderCreated',
+    'PaymentFailed',
+    'PaymentSucceeded',
+    'RefundSucceeded',
 ]
 
-SAGA_NAME: Final = "checkout"
-SAGA_KEY: Final = "order_id"
-EVENTS_TOPIC: Final = "checkout.events"
-DEAD_LETTER_TOPIC: Final = "checkout.events.dlq"
+SAGA_NAME: Final = 'checkout'
+SAGA_KEY: Final = 'order_id'
+EVENTS_TOPIC: Final = 'checkout.events'
+DEAD_LETTER_TOPIC: Final = 'checkout.events.dlq'
 
 EventKind: TypeAlias = Literal["domain", "failure", "compensation"]
 
@@ -85,192 +85,138 @@ class OrderCreated_items(_Payload):
 
     sku: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     quantity: Annotated[StrictInt, Field(ge=1)]
-    unit_price: Annotated[
-        StrictInt,
-        Field(ge=0, description="An amount in integer minor units (cents, kopecks) of `currency`."),
-    ]
+    unit_price: Annotated[StrictInt, Field(ge=0, description='An amount in integer minor units (cents, kopecks) of `currency`.')]
 
 
 class OrderCreated(EventBase):
     """`OrderCreated`: a domain event produced by OMS."""
 
-    event_type: ClassVar[str] = "OrderCreated"
-    kind: ClassVar[EventKind] = "domain"
-    producer: ClassVar[str] = "OMS"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {
-            "en": "The customer creates an order (assembly starts)",
-            "ru": "Клиент создаёт заказ (начало сборки)",
-        }
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'OrderCreated'
+    kind: ClassVar[EventKind] = 'domain'
+    producer: ClassVar[str] = 'OMS'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'The customer creates an order (assembly starts)', 'ru': 'Клиент создаёт заказ (начало сборки)'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     customer_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     items: Annotated[tuple[OrderCreated_items, ...], Field(min_length=1)]
-    total: Annotated[
-        StrictInt,
-        Field(ge=0, description="An amount in integer minor units (cents, kopecks) of `currency`."),
-    ]
-    currency: Literal["EUR", "RUB", "USD"]
+    total: Annotated[StrictInt, Field(ge=0, description='An amount in integer minor units (cents, kopecks) of `currency`.')]
+    currency: Literal['EUR', 'RUB', 'USD']
 
 
 class InventoryReserved(EventBase):
     """`InventoryReserved`: a domain event produced by Inventory."""
 
-    event_type: ClassVar[str] = "InventoryReserved"
-    kind: ClassVar[EventKind] = "domain"
-    producer: ClassVar[str] = "Inventory"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {
-            "en": "Goods successfully reserved in the warehouse",
-            "ru": "Товары успешно зарезервированы на складе",
-        }
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'InventoryReserved'
+    kind: ClassVar[EventKind] = 'domain'
+    producer: ClassVar[str] = 'Inventory'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'Goods successfully reserved in the warehouse', 'ru': 'Товары успешно зарезервированы на складе'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     customer_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     reservation_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    total: Annotated[
-        StrictInt,
-        Field(ge=0, description="An amount in integer minor units (cents, kopecks) of `currency`."),
-    ]
-    currency: Literal["EUR", "RUB", "USD"]
+    total: Annotated[StrictInt, Field(ge=0, description='An amount in integer minor units (cents, kopecks) of `currency`.')]
+    currency: Literal['EUR', 'RUB', 'USD']
 
 
 class InventoryReservationFailed(EventBase):
     """`InventoryReservationFailed`: a failure event produced by Inventory."""
 
-    event_type: ClassVar[str] = "InventoryReservationFailed"
-    kind: ClassVar[EventKind] = "failure"
-    producer: ClassVar[str] = "Inventory"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {
-            "en": "Cart total did not match, or the goods are out of stock",
-            "ru": "Сумма корзины не совпала или товара нет в наличии",
-        }
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'InventoryReservationFailed'
+    kind: ClassVar[EventKind] = 'failure'
+    producer: ClassVar[str] = 'Inventory'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'Cart total did not match, or the goods are out of stock', 'ru': 'Сумма корзины не совпала или товара нет в наличии'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    reason: Literal["out_of_stock", "price_mismatch", "unknown_sku"]
+    reason: Literal['out_of_stock', 'price_mismatch', 'unknown_sku']
     detail: Annotated[StrictStr, Field(max_length=500)] | None = None
 
 
 class PaymentSucceeded(EventBase):
     """`PaymentSucceeded`: a domain event produced by Payment."""
 
-    event_type: ClassVar[str] = "PaymentSucceeded"
-    kind: ClassVar[EventKind] = "domain"
-    producer: ClassVar[str] = "Payment"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {"en": "Order paid successfully", "ru": "Заказ успешно оплачен"}
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'PaymentSucceeded'
+    kind: ClassVar[EventKind] = 'domain'
+    producer: ClassVar[str] = 'Payment'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'Order paid successfully', 'ru': 'Заказ успешно оплачен'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     customer_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     payment_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    amount: Annotated[
-        StrictInt,
-        Field(ge=0, description="An amount in integer minor units (cents, kopecks) of `currency`."),
-    ]
-    currency: Literal["EUR", "RUB", "USD"]
+    amount: Annotated[StrictInt, Field(ge=0, description='An amount in integer minor units (cents, kopecks) of `currency`.')]
+    currency: Literal['EUR', 'RUB', 'USD']
 
 
 class PaymentFailed(EventBase):
     """`PaymentFailed`: a failure event produced by Payment."""
 
-    event_type: ClassVar[str] = "PaymentFailed"
-    kind: ClassVar[EventKind] = "failure"
-    producer: ClassVar[str] = "Payment"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {
-            "en": "Payment error (insufficient funds / bank error)",
-            "ru": "Ошибка оплаты (недостаточно средств / ошибка банка)",
-        }
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'PaymentFailed'
+    kind: ClassVar[EventKind] = 'failure'
+    producer: ClassVar[str] = 'Payment'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'Payment error (insufficient funds / bank error)', 'ru': 'Ошибка оплаты (недостаточно средств / ошибка банка)'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    reason: Literal["insufficient_funds", "bank_error", "timeout"]
+    reason: Literal['insufficient_funds', 'bank_error', 'timeout']
     detail: Annotated[StrictStr, Field(max_length=500)] | None = None
 
 
 class OrderCancelled(EventBase):
     """`OrderCancelled`: a compensation event produced by OMS."""
 
-    event_type: ClassVar[str] = "OrderCancelled"
-    kind: ClassVar[EventKind] = "compensation"
-    producer: ClassVar[str] = "OMS"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {
-            "en": "Order cancelled (compensation in the state machine)",
-            "ru": "Заказ отменён (компенсация в стейт-машине)",
-        }
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'OrderCancelled'
+    kind: ClassVar[EventKind] = 'compensation'
+    producer: ClassVar[str] = 'OMS'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'Order cancelled (compensation in the state machine)', 'ru': 'Заказ отменён (компенсация в стейт-машине)'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    cause: Literal["InventoryReservationFailed", "PaymentFailed", "DeliveryFailed"]
+    cause: Literal['InventoryReservationFailed', 'PaymentFailed', 'DeliveryFailed']
     reason: Annotated[StrictStr, Field(min_length=1, max_length=64)]
 
 
 class InventoryReleased(EventBase):
     """`InventoryReleased`: a compensation event produced by Inventory."""
 
-    event_type: ClassVar[str] = "InventoryReleased"
-    kind: ClassVar[EventKind] = "compensation"
-    producer: ClassVar[str] = "Inventory"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {
-            "en": "Warehouse reservation cancelled (goods back on the shelf)",
-            "ru": "Резерв на складе отменён (товар вернулся на полку)",
-        }
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'InventoryReleased'
+    kind: ClassVar[EventKind] = 'compensation'
+    producer: ClassVar[str] = 'Inventory'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'Warehouse reservation cancelled (goods back on the shelf)', 'ru': 'Резерв на складе отменён (товар вернулся на полку)'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     reservation_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    cause: Literal["PaymentFailed", "DeliveryFailed"]
+    cause: Literal['PaymentFailed', 'DeliveryFailed']
     reason: Annotated[StrictStr, Field(min_length=1, max_length=64)]
 
 
 class RefundSucceeded(EventBase):
     """`RefundSucceeded`: a compensation event produced by Payment."""
 
-    event_type: ClassVar[str] = "RefundSucceeded"
-    kind: ClassVar[EventKind] = "compensation"
-    producer: ClassVar[str] = "Payment"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {
-            "en": "Money returned (if the cancellation came after payment)",
-            "ru": "Деньги возвращены (если отмена произошла после оплаты)",
-        }
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'RefundSucceeded'
+    kind: ClassVar[EventKind] = 'compensation'
+    producer: ClassVar[str] = 'Payment'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'Money returned (if the cancellation came after payment)', 'ru': 'Деньги возвращены (если отмена произошла после оплаты)'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     payment_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    amount: Annotated[
-        StrictInt,
-        Field(ge=0, description="An amount in integer minor units (cents, kopecks) of `currency`."),
-    ]
-    currency: Literal["EUR", "RUB", "USD"]
+    amount: Annotated[StrictInt, Field(ge=0, description='An amount in integer minor units (cents, kopecks) of `currency`.')]
+    currency: Literal['EUR', 'RUB', 'USD']
     reason: Annotated[StrictStr, Field(min_length=1, max_length=64)]
 
 
 class DeliveryScheduled(EventBase):
     """`DeliveryScheduled`: a domain event produced by Logistics."""
 
-    event_type: ClassVar[str] = "DeliveryScheduled"
-    kind: ClassVar[EventKind] = "domain"
-    producer: ClassVar[str] = "Logistics"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {"en": "Delivery request created successfully", "ru": "Заявка на доставку успешно создана"}
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'DeliveryScheduled'
+    kind: ClassVar[EventKind] = 'domain'
+    producer: ClassVar[str] = 'Logistics'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'Delivery request created successfully', 'ru': 'Заявка на доставку успешно создана'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     delivery_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
@@ -281,48 +227,32 @@ class DeliveryScheduled(EventBase):
 class DeliveryFailed(EventBase):
     """`DeliveryFailed`: a failure event produced by Logistics."""
 
-    event_type: ClassVar[str] = "DeliveryFailed"
-    kind: ClassVar[EventKind] = "failure"
-    producer: ClassVar[str] = "Logistics"
-    stage: ClassVar[Mapping[str, str]] = MappingProxyType(
-        {
-            "en": "Delivery unsuccessful / logistics provider error",
-            "ru": "Доставка невозможна / ошибка логистического провайдера",
-        }
-    )
-    description: ClassVar[str] = ""
+    event_type: ClassVar[str] = 'DeliveryFailed'
+    kind: ClassVar[EventKind] = 'failure'
+    producer: ClassVar[str] = 'Logistics'
+    stage: ClassVar[Mapping[str, str]] = MappingProxyType({'en': 'Delivery unsuccessful / logistics provider error', 'ru': 'Доставка невозможна / ошибка логистического провайдера'})
+    description: ClassVar[str] = ''
 
     order_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    reason: Literal["provider_error", "no_carrier", "timeout"]
+    reason: Literal['provider_error', 'no_carrier', 'timeout']
     detail: Annotated[StrictStr, Field(max_length=500)] | None = None
 
 
-Event: TypeAlias = (
-    OrderCreated
-    | InventoryReserved
-    | InventoryReservationFailed
-    | PaymentSucceeded
-    | PaymentFailed
-    | OrderCancelled
-    | InventoryReleased
-    | RefundSucceeded
-    | DeliveryScheduled
-    | DeliveryFailed
-)
+Event: TypeAlias = OrderCreated | InventoryReserved | InventoryReservationFailed | PaymentSucceeded | PaymentFailed | OrderCancelled | InventoryReleased | RefundSucceeded | DeliveryScheduled | DeliveryFailed
 """Any event of this saga."""
 
 EVENT_TYPES: Final[Mapping[str, type[EventBase]]] = MappingProxyType(
     {
-        "OrderCreated": OrderCreated,
-        "InventoryReserved": InventoryReserved,
-        "InventoryReservationFailed": InventoryReservationFailed,
-        "PaymentSucceeded": PaymentSucceeded,
-        "PaymentFailed": PaymentFailed,
-        "OrderCancelled": OrderCancelled,
-        "InventoryReleased": InventoryReleased,
-        "RefundSucceeded": RefundSucceeded,
-        "DeliveryScheduled": DeliveryScheduled,
-        "DeliveryFailed": DeliveryFailed,
+        'OrderCreated': OrderCreated,
+        'InventoryReserved': InventoryReserved,
+        'InventoryReservationFailed': InventoryReservationFailed,
+        'PaymentSucceeded': PaymentSucceeded,
+        'PaymentFailed': PaymentFailed,
+        'OrderCancelled': OrderCancelled,
+        'InventoryReleased': InventoryReleased,
+        'RefundSucceeded': RefundSucceeded,
+        'DeliveryScheduled': DeliveryScheduled,
+        'DeliveryFailed': DeliveryFailed,
     }
 )
 """Every event class by its `event_type` (the CloudEvents `type`)."""

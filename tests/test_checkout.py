@@ -107,9 +107,7 @@ async def test_each_outcome_follows_its_chain_and_keeps_the_invariants(
 async def test_bank_errors_and_price_mismatches_take_their_paths(
     make_shop: Callable[..., Any],
 ) -> None:
-    report, _ = await run_orders(
-        make_shop, 20, Mix(price=0.3), **{"payment.bank_failure": "0.3"}
-    )
+    report, _ = await run_orders(make_shop, 20, Mix(price=0.3), **{"payment.bank_failure": "0.3"})
     assert report.ok, report.invariants
     reasons = {k for k in report.outcomes}
     assert "cancelled: InventoryReservationFailed (price_mismatch)" in reasons, reasons

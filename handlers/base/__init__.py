@@ -10,12 +10,12 @@ from typing import Final
 
 SERVICE_MODULES: Final[Mapping[str, str]] = MappingProxyType(
     {
-        "OMS": "handlers.oms",
-        "Cart": "handlers.cart",
-        "Inventory": "handlers.inventory",
-        "Payment": "handlers.payment",
-        "Logistics": "handlers.logistics",
-        "OrderHistory": "handlers.order_history",
+        'OMS': 'handlers.oms',
+        'Cart': 'handlers.cart',
+        'Inventory': 'handlers.inventory',
+        'Payment': 'handlers.payment',
+        'Logistics': 'handlers.logistics',
+        'OrderHistory': 'handlers.order_history',
     }
 )
 """Each service's name and the module holding its class (named like the service)."""

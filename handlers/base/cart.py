@@ -11,15 +11,21 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-__all__ = ["CartBase"]
+__all__ = ['CartBase']
 
 
 class CartBase:
     """The reactions of Cart."""
 
-    service_name: ClassVar[str] = "Cart"
+    service_name: ClassVar[str] = 'Cart'
     initiates: ClassVar[tuple[str, ...]] = ()
-    reactions: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({})
+    reactions: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+        {
+        }
+    )
     """Each consumed event type and the event types its reaction may emit."""
-    handler_names: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    handler_names: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+        }
+    )
     """Each consumed event type and the method that reacts to it."""

@@ -22,27 +22,27 @@ from handlers.events import (
     RefundSucceeded,
 )
 
-__all__ = ["InventoryBase"]
+__all__ = ['InventoryBase']
 
 
 class InventoryBase(abc.ABC):
     """The reactions of Inventory."""
 
-    service_name: ClassVar[str] = "Inventory"
+    service_name: ClassVar[str] = 'Inventory'
     initiates: ClassVar[tuple[str, ...]] = ()
     reactions: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         {
-            "OrderCreated": ("InventoryReserved", "InventoryReservationFailed"),
-            "PaymentFailed": ("InventoryReleased",),
-            "RefundSucceeded": ("InventoryReleased",),
+            'OrderCreated': ('InventoryReserved', 'InventoryReservationFailed'),
+            'PaymentFailed': ('InventoryReleased',),
+            'RefundSucceeded': ('InventoryReleased',),
         }
     )
     """Each consumed event type and the event types its reaction may emit."""
     handler_names: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
-            "OrderCreated": "on_order_created",
-            "PaymentFailed": "on_payment_failed",
-            "RefundSucceeded": "on_refund_succeeded",
+            'OrderCreated': 'on_order_created',
+            'PaymentFailed': 'on_payment_failed',
+            'RefundSucceeded': 'on_refund_succeeded',
         }
     )
     """Each consumed event type and the method that reacts to it."""

@@ -19,23 +19,23 @@ from handlers.events import (
     PaymentSucceeded,
 )
 
-__all__ = ["LogisticsBase"]
+__all__ = ['LogisticsBase']
 
 
 class LogisticsBase(abc.ABC):
     """The reactions of Logistics."""
 
-    service_name: ClassVar[str] = "Logistics"
+    service_name: ClassVar[str] = 'Logistics'
     initiates: ClassVar[tuple[str, ...]] = ()
     reactions: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         {
-            "PaymentSucceeded": ("DeliveryScheduled", "DeliveryFailed"),
+            'PaymentSucceeded': ('DeliveryScheduled', 'DeliveryFailed'),
         }
     )
     """Each consumed event type and the event types its reaction may emit."""
     handler_names: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
-            "PaymentSucceeded": "on_payment_succeeded",
+            'PaymentSucceeded': 'on_payment_succeeded',
         }
     )
     """Each consumed event type and the method that reacts to it."""

@@ -20,27 +20,27 @@ from handlers.events import (
     OrderCancelled,
 )
 
-__all__ = ["OMSBase"]
+__all__ = ['OMSBase']
 
 
 class OMSBase(abc.ABC):
     """The reactions of OMS."""
 
-    service_name: ClassVar[str] = "OMS"
-    initiates: ClassVar[tuple[str, ...]] = ("OrderCreated",)
+    service_name: ClassVar[str] = 'OMS'
+    initiates: ClassVar[tuple[str, ...]] = ('OrderCreated',)
     reactions: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         {
-            "InventoryReservationFailed": ("OrderCancelled",),
-            "InventoryReleased": ("OrderCancelled",),
-            "DeliveryScheduled": (),
+            'InventoryReservationFailed': ('OrderCancelled',),
+            'InventoryReleased': ('OrderCancelled',),
+            'DeliveryScheduled': (),
         }
     )
     """Each consumed event type and the event types its reaction may emit."""
     handler_names: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
-            "InventoryReservationFailed": "on_inventory_reservation_failed",
-            "InventoryReleased": "on_inventory_released",
-            "DeliveryScheduled": "on_delivery_scheduled",
+            'InventoryReservationFailed': 'on_inventory_reservation_failed',
+            'InventoryReleased': 'on_inventory_released',
+            'DeliveryScheduled': 'on_delivery_scheduled',
         }
     )
     """Each consumed event type and the method that reacts to it."""
@@ -66,7 +66,9 @@ class OMSBase(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def on_delivery_scheduled(self, event: DeliveryScheduled, ctx: ReactionContext) -> None:
+    async def on_delivery_scheduled(
+        self, event: DeliveryScheduled, ctx: ReactionContext
+    ) -> None:
         """React to `DeliveryScheduled`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back

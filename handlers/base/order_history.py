@@ -26,47 +26,49 @@ from handlers.events import (
     RefundSucceeded,
 )
 
-__all__ = ["OrderHistoryBase"]
+__all__ = ['OrderHistoryBase']
 
 
 class OrderHistoryBase(abc.ABC):
     """The reactions of OrderHistory."""
 
-    service_name: ClassVar[str] = "OrderHistory"
+    service_name: ClassVar[str] = 'OrderHistory'
     initiates: ClassVar[tuple[str, ...]] = ()
     reactions: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         {
-            "OrderCreated": (),
-            "InventoryReserved": (),
-            "PaymentSucceeded": (),
-            "InventoryReservationFailed": (),
-            "PaymentFailed": (),
-            "DeliveryFailed": (),
-            "RefundSucceeded": (),
-            "InventoryReleased": (),
-            "DeliveryScheduled": (),
-            "OrderCancelled": (),
+            'OrderCreated': (),
+            'InventoryReserved': (),
+            'PaymentSucceeded': (),
+            'InventoryReservationFailed': (),
+            'PaymentFailed': (),
+            'DeliveryFailed': (),
+            'RefundSucceeded': (),
+            'InventoryReleased': (),
+            'DeliveryScheduled': (),
+            'OrderCancelled': (),
         }
     )
     """Each consumed event type and the event types its reaction may emit."""
     handler_names: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
-            "OrderCreated": "on_order_created",
-            "InventoryReserved": "on_inventory_reserved",
-            "PaymentSucceeded": "on_payment_succeeded",
-            "InventoryReservationFailed": "on_inventory_reservation_failed",
-            "PaymentFailed": "on_payment_failed",
-            "DeliveryFailed": "on_delivery_failed",
-            "RefundSucceeded": "on_refund_succeeded",
-            "InventoryReleased": "on_inventory_released",
-            "DeliveryScheduled": "on_delivery_scheduled",
-            "OrderCancelled": "on_order_cancelled",
+            'OrderCreated': 'on_order_created',
+            'InventoryReserved': 'on_inventory_reserved',
+            'PaymentSucceeded': 'on_payment_succeeded',
+            'InventoryReservationFailed': 'on_inventory_reservation_failed',
+            'PaymentFailed': 'on_payment_failed',
+            'DeliveryFailed': 'on_delivery_failed',
+            'RefundSucceeded': 'on_refund_succeeded',
+            'InventoryReleased': 'on_inventory_released',
+            'DeliveryScheduled': 'on_delivery_scheduled',
+            'OrderCancelled': 'on_order_cancelled',
         }
     )
     """Each consumed event type and the method that reacts to it."""
 
     @abc.abstractmethod
-    async def on_order_created(self, event: OrderCreated, ctx: ReactionContext) -> None:
+    async def on_order_created(
+        self, event: OrderCreated, ctx: ReactionContext
+    ) -> None:
         """React to `OrderCreated`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back
@@ -74,7 +76,9 @@ class OrderHistoryBase(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def on_inventory_reserved(self, event: InventoryReserved, ctx: ReactionContext) -> None:
+    async def on_inventory_reserved(
+        self, event: InventoryReserved, ctx: ReactionContext
+    ) -> None:
         """React to `InventoryReserved`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back
@@ -82,7 +86,9 @@ class OrderHistoryBase(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def on_payment_succeeded(self, event: PaymentSucceeded, ctx: ReactionContext) -> None:
+    async def on_payment_succeeded(
+        self, event: PaymentSucceeded, ctx: ReactionContext
+    ) -> None:
         """React to `PaymentSucceeded`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back
@@ -100,7 +106,9 @@ class OrderHistoryBase(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def on_payment_failed(self, event: PaymentFailed, ctx: ReactionContext) -> None:
+    async def on_payment_failed(
+        self, event: PaymentFailed, ctx: ReactionContext
+    ) -> None:
         """React to `PaymentFailed`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back
@@ -108,7 +116,9 @@ class OrderHistoryBase(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def on_delivery_failed(self, event: DeliveryFailed, ctx: ReactionContext) -> None:
+    async def on_delivery_failed(
+        self, event: DeliveryFailed, ctx: ReactionContext
+    ) -> None:
         """React to `DeliveryFailed`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back
@@ -116,7 +126,9 @@ class OrderHistoryBase(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def on_refund_succeeded(self, event: RefundSucceeded, ctx: ReactionContext) -> None:
+    async def on_refund_succeeded(
+        self, event: RefundSucceeded, ctx: ReactionContext
+    ) -> None:
         """React to `RefundSucceeded`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back
@@ -124,7 +136,9 @@ class OrderHistoryBase(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def on_inventory_released(self, event: InventoryReleased, ctx: ReactionContext) -> None:
+    async def on_inventory_released(
+        self, event: InventoryReleased, ctx: ReactionContext
+    ) -> None:
         """React to `InventoryReleased`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back
@@ -132,7 +146,9 @@ class OrderHistoryBase(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def on_delivery_scheduled(self, event: DeliveryScheduled, ctx: ReactionContext) -> None:
+    async def on_delivery_scheduled(
+        self, event: DeliveryScheduled, ctx: ReactionContext
+    ) -> None:
         """React to `DeliveryScheduled`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back
@@ -140,7 +156,9 @@ class OrderHistoryBase(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def on_order_cancelled(self, event: OrderCancelled, ctx: ReactionContext) -> None:
+    async def on_order_cancelled(
+        self, event: OrderCancelled, ctx: ReactionContext
+    ) -> None:
         """React to `OrderCancelled`; emits nothing.
 
         Runs inside the reaction's database transaction (`ctx`); raising rolls it back

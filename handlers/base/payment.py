@@ -21,25 +21,25 @@ from handlers.events import (
     RefundSucceeded,
 )
 
-__all__ = ["PaymentBase"]
+__all__ = ['PaymentBase']
 
 
 class PaymentBase(abc.ABC):
     """The reactions of Payment."""
 
-    service_name: ClassVar[str] = "Payment"
+    service_name: ClassVar[str] = 'Payment'
     initiates: ClassVar[tuple[str, ...]] = ()
     reactions: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         {
-            "InventoryReserved": ("PaymentSucceeded", "PaymentFailed"),
-            "DeliveryFailed": ("RefundSucceeded",),
+            'InventoryReserved': ('PaymentSucceeded', 'PaymentFailed'),
+            'DeliveryFailed': ('RefundSucceeded',),
         }
     )
     """Each consumed event type and the event types its reaction may emit."""
     handler_names: ClassVar[Mapping[str, str]] = MappingProxyType(
         {
-            "InventoryReserved": "on_inventory_reserved",
-            "DeliveryFailed": "on_delivery_failed",
+            'InventoryReserved': 'on_inventory_reserved',
+            'DeliveryFailed': 'on_delivery_failed',
         }
     )
     """Each consumed event type and the method that reacts to it."""
