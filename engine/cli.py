@@ -3,6 +3,8 @@ status (1: the input is wrong or stale; 2: the command line is wrong), never a t
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -123,6 +125,27 @@ def codegen(registry_path: str, out: Path, check_only: bool, no_render: bool) ->
 
 main.add_command(run)
 main.add_command(dlq)
+
+
+def _add_project_commands(package: str = "handlers") -> None:
+    """Add the commands a project lists in `<package>.commands.COMMANDS` (the checkout
+    project's `demo`, say); the engine itself knows no project."""
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(f"{package}.commands")
+    except ModuleNotFoundError as exc:
+        if exc.name in (package, f"{package}.commands"):
+            return
+        click.echo(f"warning: project commands unavailable: {exc}", err=True)
+        return
+    except Exception as exc:  # user code: one line, and the engine's commands still work
+        click.echo(f"warning: project commands unavailable: {type(exc).__name__}: {exc}", err=True)
+        return
+    for command in getattr(module, "COMMANDS", ()):
+        main.add_command(command)
+
+
+_add_project_commands()
 
 if __name__ == "__main__":
     main()

@@ -141,5 +141,5 @@ class Payment(PaymentBase):
             payment_id=f"pay-{event.order_id}",
             amount=charge.amount,
             currency=charge.currency,
-            reason=f"delivery_{event.reason}",
+            reason=event.reason,
         )
