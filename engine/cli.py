@@ -4,6 +4,7 @@ status (1: the input is wrong or stale; 2: the command line is wrong), never a t
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import time
@@ -132,10 +133,14 @@ def _add_project_commands(package: str = "handlers") -> None:
     project's `demo`, say); the engine itself knows no project."""
     sys.path.insert(0, os.getcwd())
     try:
+        spec = importlib.util.find_spec(package)
+        # Only the project's own folder counts: an installed copy of another project's
+        # package (an editable install, say) must not lend it commands.
+        folder = Path(spec.origin).parent if spec and spec.origin else None
+        if folder is None or not (folder / "commands.py").is_file():
+            return
         module = importlib.import_module(f"{package}.commands")
     except ModuleNotFoundError as exc:
-        if exc.name in (package, f"{package}.commands"):
-            return
         click.echo(f"warning: project commands unavailable: {exc}", err=True)
         return
     except Exception as exc:  # user code: one line, and the engine's commands still work
