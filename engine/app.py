@@ -95,23 +95,30 @@ class Application:
             self.services.append(RunningService(runner, relay, DeadlineTimers(runner), db))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run every part until `stop` is set; one part failing stops all of them."""
-        tasks = []
+        """Run every part until `stop` is set; one part failing stops all of them.
+
+        On stop the consumers finish the batch in hand and the timers their pass; only then
+        do the relays drain, so that what those last transactions committed is published
+        before the process exits."""
+        drain = asyncio.Event()
+        workers, relays = [], []
         for s in self.services:
-            tasks += [
-                asyncio.create_task(s.runner.run(stop), name=f"{s.runner.name}.runner"),
-                asyncio.create_task(s.relay.run(stop), name=f"{s.runner.name}.relay"),
-                asyncio.create_task(s.timers.run(stop), name=f"{s.runner.name}.timers"),
+            name = s.runner.name
+            workers += [
+                asyncio.create_task(s.runner.run(stop), name=f"{name}.runner"),
+                asyncio.create_task(s.timers.run(stop), name=f"{name}.timers"),
             ]
+            relays.append(asyncio.create_task(s.relay.run(drain), name=f"{name}.relay"))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            done, _ = await asyncio.wait([*workers, *relays], return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
-                if task.exception() is not None:
-                    stop.set()
+                if not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
             stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
+            drain.set()
+            await asyncio.gather(*relays, return_exceptions=True)
 
     async def stop(self) -> None:
         """Close databases and the bus; idempotent."""

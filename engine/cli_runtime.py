@@ -173,6 +173,14 @@ def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[objec
         raise
 
 
+def _kafka_options(*args: str | None) -> KafkaOptions:
+    try:
+        return KafkaOptions(*args)  # type: ignore[arg-type]
+    except EngineError as exc:
+        _fail(str(exc))
+        raise
+
+
 @dlq.command("list")
 @_REGISTRY
 @_BUS
@@ -187,7 +195,7 @@ def dlq_list(
     ssl_cafile: str | None,
 ) -> None:
     """Show every dead-lettered record: where from, which service, why."""
-    kafka = KafkaOptions(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    kafka = _kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     b, _, dead_topic = _bus_and_topics(registry, bus, kafka)
 
     async def go() -> list[DeadLetter]:
@@ -227,7 +235,7 @@ def dlq_replay(
 ) -> None:
     """Put dead-lettered records back on the events topic, in their order. Safe to repeat:
     services that already applied an event drop the copy by its id."""
-    kafka = KafkaOptions(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    kafka = _kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     b, topic, dead_topic = _bus_and_topics(registry, bus, kafka)
 
     async def go() -> int:

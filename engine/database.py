@@ -28,7 +28,7 @@ def database_url(template: str, service: str) -> URL:
     raw = template.replace("{service}", service.lower())
     try:
         url = make_url(raw)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ConfigError(
             f"bad database URL {raw!r}: expected sqlite:///PATH or postgresql://USER@HOST/DB"
         ) from None
@@ -37,6 +37,11 @@ def database_url(template: str, service: str) -> URL:
         raise ConfigError(f"unsupported database {backend!r} in {raw!r}: use sqlite or postgresql")
     if "+" not in url.drivername:
         url = url.set(drivername=_DRIVERS[url.drivername])
+    if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ConfigError(
+            f"driver {url.drivername!r} in {raw!r} is not async: use "
+            "sqlite:// (aiosqlite) or postgresql:// (asyncpg)"
+        )
     return url
 
 

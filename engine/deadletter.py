@@ -81,7 +81,7 @@ class DeadLetter:
             service=h(SERVICE),
             error_type=h(ERROR_TYPE),
             error=h(ERROR),
-            attempts=int(h(ATTEMPTS) or 0),
+            attempts=int(h(ATTEMPTS)) if h(ATTEMPTS).isdigit() else 0,
             origin=h(ORIGIN),
             event_type=h("ce_type"),
             event_id=h("ce_id"),

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 import pydantic
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from codegen.model import Registry
@@ -30,7 +31,7 @@ from engine.bus import Bus, Delivery, Subscription
 from engine.database import Database
 from engine.deadletter import REPLAYED, dead_letter, one_line
 from engine.envelope import Envelope
-from engine.errors import BadEnvelope, ForbiddenEmit
+from engine.errors import BadEnvelope, BusUnavailable, DatabaseUnavailable, ForbiddenEmit
 from engine.machine import SagaMachine
 from engine.metrics import Metrics
 
@@ -184,6 +185,10 @@ class ServiceRunner:
             except _Parked as exc:
                 await self._dead_letter(delivery, exc, attempts=0)
                 return "dead"
+            except _INFRASTRUCTURE:
+                # The database or the bus is away: not the reaction's fault. The consumer
+                # loop pauses and resubscribes; nothing is dead-lettered or parked for it.
+                raise
             except Exception as exc:  # any reaction error is retried, then parked
                 if attempt >= self.settings.max_attempts:
                     log.warning(
@@ -320,7 +325,11 @@ class ServiceRunner:
     ) -> Envelope:
         """Emit `event` outside any reaction: a saga's first event (`initiates` in the
         registry) or the late answer of a deferred reaction. `effects` runs in the same
-        transaction as the outbox row. Returns the envelope queued for the relay."""
+        transaction as the outbox row. Returns the envelope queued for the relay.
+
+        A deferred answer counts only while the saga still waits for it: it takes the
+        saga's pending deadline in the same transaction, and is refused (ForbiddenEmit,
+        nothing written) once the deadline has fired or another answer came first."""
         kind = event.event_type
         may = set(self._initiates) | {e for r in self._deferring for e in self._reactions[r]}
         if kind not in may:
@@ -331,7 +340,19 @@ class ServiceRunner:
         env = Envelope.new(
             type=kind, source=self.source, saga_id=event.saga_id(), data=event.to_json()
         )
+        deferred_answer = kind not in self._initiates and bool(self._own_deadlines)
         async with self.db.transaction() as conn:
+            if deferred_answer:
+                # Whoever deletes the timer row owns the saga's answer: this answer or the
+                # deadline, never both (PostgreSQL's row lock orders concurrent deletes).
+                taken = await conn.execute(
+                    delete(tables.timers).where(tables.timers.c.saga_id == env.saga_id)
+                )
+                if not taken.rowcount:
+                    raise ForbiddenEmit(
+                        f"{kind} for saga {env.saga_id} is too late: the saga no longer waits "
+                        "for it (its deadline fired, or it was answered already)"
+                    )
             if effects is not None:
                 await effects(conn)
             await self.write_outbox(conn, env, time.time())
@@ -414,6 +435,9 @@ class ServiceRunner:
         record = dead_letter(delivery, self.dead_letter_topic, self.name, exc, attempts)
         await self.bus.publish([record])
         self.metrics.inc("dead_lettered", self.name)
+
+
+_INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

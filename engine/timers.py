@@ -53,10 +53,27 @@ class DeadlineTimers:
                     select(t).where(t.c.due_at <= now).order_by(t.c.due_at).limit(500)
                 )
             ).all()
+            deadlines = r.registry.state_machine.deadlines
             for timer in due:
-                await conn.execute(
+                taken = await conn.execute(
                     delete(t).where(t.c.saga_id == timer.saga_id, t.c.deadline == timer.deadline)
                 )
+                if not taken.rowcount:
+                    continue  # answered meanwhile, or fired by another replica
+                if (
+                    timer.deadline >= len(deadlines)
+                    or deadlines[timer.deadline].state != timer.state
+                ):
+                    # The registry changed since the timer was armed: that deadline is gone.
+                    log.warning(
+                        "%s: dropped a timer of saga %s: deadline %d in %s is no "
+                        "longer in the registry",
+                        r.name,
+                        timer.saga_id,
+                        timer.deadline,
+                        timer.state,
+                    )
+                    continue
                 state = await conn.scalar(
                     select(tables.saga_state.c.state).where(
                         tables.saga_state.c.saga_id == timer.saga_id
@@ -64,7 +81,7 @@ class DeadlineTimers:
                 )
                 if state != timer.state:
                     continue
-                deadline = r.registry.state_machine.deadlines[timer.deadline]
+                deadline = deadlines[timer.deadline]
                 payload = dict(deadline.payload)
                 key_field = next(
                     f for f in r.registry.event(deadline.emit).fields if f.name == r.registry.key

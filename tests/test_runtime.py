@@ -16,6 +16,7 @@ from engine.bus import Bus
 from engine.buses import EmbeddedBus, KafkaBus
 from engine.deadletter import DeadLetter, replay_record
 from engine.envelope import Envelope
+from engine.errors import ForbiddenEmit
 from engine.relay import OutboxRelay
 from engine.timers import DeadlineTimers
 from tests.runtime_kit import Crash, Harness, event, fresh_registry, publish, scripted
@@ -289,4 +290,37 @@ async def test_reaction_emitting_a_forbidden_event_is_refused(bus: Bus, db_url: 
     (dead,) = [DeadLetter.of(d) for d in await bus.read_all(h.registry.dead_letter_topic.name)]
     assert dead.error_type == "ForbiddenEmit"
     assert "emitted PaymentSucceeded; the registry allows InventoryReserved" in dead.error
+    await h.crash()
+
+
+async def test_deferred_answer_and_deadline_never_both_count(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Logistics")
+    h.service.emit_override = lambda saga: None  # both sagas wait for the provider
+    await publish(
+        bus,
+        h.registry,
+        *(
+            event(k, s)
+            for s in ("a1", "a2")
+            for k in ("OrderCreated", "InventoryReserved", "PaymentSucceeded")
+        ),
+    )
+    assert await h.consume(6) == ["applied"] * 6
+    assert h.runner is not None
+    # a1: the provider answers in time; a second answer is refused; the deadline is off.
+    await h.runner.initiate(event("DeliveryScheduled", "a1"))
+    with pytest.raises(ForbiddenEmit, match="too late"):
+        await h.runner.initiate(event("DeliveryScheduled", "a1"))
+    # a2: the deadline fires first; the provider's late answer is refused.
+    timers = DeadlineTimers(h.runner)
+    assert await timers.fire_due(now=time.time() + 61) == 1
+    with pytest.raises(ForbiddenEmit, match="too late"):
+        await h.runner.initiate(event("DeliveryScheduled", "a2"))
+    sent = await h.rows(
+        select(tables.outbox.c.headers, tables.outbox.c.key).order_by(tables.outbox.c.id)
+    )
+    assert [(dict(r.headers)["ce_type"], r.key) for r in sent] == [
+        ("DeliveryScheduled", b"a1"),
+        ("DeliveryFailed", b"a2"),
+    ]
     await h.crash()

@@ -290,7 +290,10 @@ def _delivery(message: ConsumerRecord) -> Delivery:
         topic=message.topic,
         key=message.key or b"",
         value=message.value or b"",
-        headers=tuple((name, bytes(value)) for name, value in message.headers),
+        # A header may legally carry no value; it must not make the record unreadable.
+        headers=tuple(
+            (name, bytes(value) if value is not None else b"") for name, value in message.headers
+        ),
     )
     return Delivery(record=record, partition=message.partition, offset=message.offset)
 
