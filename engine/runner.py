@@ -233,7 +233,9 @@ class ServiceRunner:
     ) -> str:
         now = time.time()
         seen = await conn.scalar(
-            select(tables.inbox.c.event_id).where(tables.inbox.c.event_id == env.id)
+            select(tables.inbox.c.event_id).where(
+                tables.inbox.c.event_id == env.id, tables.inbox.c.source == env.source
+            )
         )
         if seen is not None:
             await self._skip(conn, env, None, "duplicate", now)
@@ -242,7 +244,11 @@ class ServiceRunner:
             raise _Parked
         await conn.execute(
             insert(tables.inbox).values(
-                event_id=env.id, event_type=env.type, saga_id=env.saga_id, received_at=now
+                event_id=env.id,
+                source=env.source,
+                event_type=env.type,
+                saga_id=env.saga_id,
+                received_at=now,
             )
         )
         state = await conn.scalar(

@@ -28,7 +28,9 @@ _Id = BigInteger().with_variant(Integer(), "sqlite")
 inbox = Table(
     "saga_inbox",
     metadata,
+    # CloudEvents makes `source` + `id` unique, not `id` alone.
     Column("event_id", String(128), primary_key=True),
+    Column("source", String(255), primary_key=True),
     Column("event_type", String(128), nullable=False),
     Column("saga_id", String(256), nullable=False),
     Column("received_at", Float, nullable=False),

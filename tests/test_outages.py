@@ -105,3 +105,29 @@ async def test_runner_and_relay_survive_a_failed_commit_and_publish(tmp_path: Pa
     assert calls == 20, "records delivered again after the failed commit applied once"
     await db.stop()
     await bus.stop()
+
+
+async def test_kafka_record_with_a_valueless_header_is_readable(kafka_bootstrap: str) -> None:
+    import uuid
+
+    from aiokafka import AIOKafkaProducer
+
+    from engine.buses import KafkaBus
+
+    topic = f"t{uuid.uuid4().hex[:10]}.nullheader"
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        # Any client may send a header without a value; it must not wedge a consumer.
+        await producer.send_and_wait(topic, b"{}", key=b"k", headers=[("x-empty", None)])
+    finally:
+        await producer.stop()
+    async with KafkaBus(kafka_bootstrap) as bus:
+        sub = await bus.subscribe(f"g-{topic}", [topic])
+        got: list[Delivery] = []
+        for _ in range(40):
+            got += await sub.fetch(10, 0.5)
+            if got:
+                break
+        await sub.close()
+    assert [d.record.header("x-empty") for d in got] == [b""]

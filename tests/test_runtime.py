@@ -324,3 +324,53 @@ async def test_deferred_answer_and_deadline_never_both_count(bus: Bus, db_url: s
         ("DeliveryFailed", b"a2"),
     ]
     await h.crash()
+
+
+async def test_same_id_from_another_source_is_not_a_duplicate(bus: Bus, db_url: str) -> None:
+    h = await harness(bus, db_url, "Inventory")
+    topic = h.registry.events_topic.name
+    first = Envelope(
+        id="42",
+        type="OrderCreated",
+        source="shop-eu",
+        saga_id="x1",
+        data=event("OrderCreated", "x1").to_json(),
+        time="",
+        correlation_id="42",
+    )
+    other = Envelope(
+        id="42",
+        type="OrderCreated",
+        source="shop-us",
+        saga_id="x2",
+        data=event("OrderCreated", "x2").to_json(),
+        time="",
+        correlation_id="42",
+    )
+    await bus.publish([first.to_record(topic), other.to_record(topic), first.to_record(topic)])
+    outcomes = sorted(await h.consume(3))
+    assert outcomes == ["applied", "applied", "duplicate"]
+    assert await h.calls() == 2
+    await h.crash()
+
+
+async def test_database_outage_is_not_a_reaction_failure(bus: Bus, db_url: str) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    h = await harness(bus, db_url, "Inventory")
+    await publish(bus, h.registry, event("OrderCreated", "x3"))
+    (delivery,) = await h.fetch(1)
+    assert h.runner is not None
+    outage = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    async def broken(event: Any, ctx: Any) -> Any:
+        raise outage
+
+    real = h.runner._handlers["OrderCreated"]
+    h.runner._handlers["OrderCreated"] = broken
+    with pytest.raises(OperationalError):
+        await h.runner.handle(delivery)  # up to the consumer loop, which resubscribes
+    assert await bus.read_all(h.registry.dead_letter_topic.name) == []
+    h.runner._handlers["OrderCreated"] = real
+    assert await h.runner.handle(delivery) == "applied", "not parked by the outage"
+    await h.crash()
