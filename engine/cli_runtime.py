@@ -128,14 +128,26 @@ def run(
         asyncio.run(_run(settings))
     except EngineError as exc:
         _fail(str(exc))
+    except asyncio.CancelledError:
+        click.echo("saga run: stopped at once; in-flight work left uncommitted", err=True)
+        sys.exit(130)
 
 
 async def _run(settings: Settings) -> None:
     app = Application(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+
+    def on_signal() -> None:
+        # First signal: finish the batch in hand and drain. Second: stop now; what was
+        # in flight is left uncommitted and will be delivered again.
+        if stop.is_set() and current is not None:
+            current.cancel()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     # Until the services are up, a failure is ours to report in one line; aiokafka's own
     # connection errors would only repeat it as noise.
     kafka_log = logging.getLogger("aiokafka")
