@@ -110,10 +110,14 @@ class Application:
             ]
             relays.append(asyncio.create_task(s.relay.run(drain), name=f"{name}.relay"))
         try:
-            done, _ = await asyncio.wait([*workers, *relays], return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            # Until every consumer and timer has ended (after `stop`), any part failing
+            # ends the run; the relays end only once drained, after them.
+            remaining = {*workers, *relays}
+            while any(not w.done() for w in workers):
+                done, remaining = await asyncio.wait(remaining, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
         finally:
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)
