@@ -5,20 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import json
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import click
+from sqlalchemy import select
 
 from codegen import CodegenError, load_registry
 from codegen.model import Topic
+from engine import tables
 from engine.app import Application
-from engine.config import Settings
+from engine.config import DEFAULT_BUS, DEFAULT_DB, Settings
 from engine.errors import EngineError
 from engine.runner import RunnerSettings
+from handlers.cart import Cart, Unavailable
+from handlers.catalog import CURRENCY, PRICES_WITH_SOLD_OUT
+from handlers.oms import new_order, record_order
+from handlers.order_history import archive
 from handlers.shop import Mix, Report, Shop
 
 _KINDS = ("stock", "payment", "delivery", "price")
@@ -167,5 +176,200 @@ def _print(report: Report, orders: int) -> None:
         click.echo(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
 
 
-COMMANDS = [demo]
+_REGISTRY = click.option(
+    "--registry", default="registry/saga.yaml", envvar="SAGA_REGISTRY", show_default=True
+)
+_DB = click.option(
+    "--db",
+    default=DEFAULT_DB,
+    envvar="SAGA_DB_URL",
+    show_default=True,
+    help="Database URL template of the services ({service} = name).",
+)
+_BUS = click.option("--bus", default=DEFAULT_BUS, envvar="SAGA_BUS", show_default=True)
+
+
+def _app(registry: str, db: str, bus: str, services: tuple[str, ...]) -> Application:
+    return Application(Settings(registry=registry, db=db, bus=bus, services=services))
+
+
+async def _with_app(app: Application, work: Any) -> Any:
+    try:
+        await app.start()
+        return await work(app)
+    finally:
+        await app.stop()
+
+
+def _go(app: Application, work: Any) -> Any:
+    try:
+        return asyncio.run(_with_app(app, work))
+    except EngineError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@click.group()
+def shop() -> None:
+    """Set up the checkout shop's databases."""
+
+
+@shop.command("seed")
+@_REGISTRY
+@_DB
+@_BUS
+@click.option("--customers", default=50, show_default=True)
+def shop_seed(registry: str, db: str, bus: str, customers: int) -> None:
+    """Stock the warehouse and open accounts (rich c0.., poor p0..); idempotent."""
+
+    async def work(app: Application) -> None:
+        await Shop(app).seed(customers)
+
+    _go(_app(registry, db, bus, ("Inventory", "Payment")), work)
+    click.echo(f"seeded the warehouse and {customers} + {customers} accounts")
+
+
+@click.group()
+def order() -> None:
+    """Orders, as a customer places them."""
+
+
+@order.command("place")
+@_REGISTRY
+@_DB
+@_BUS
+@click.option("--customer", required=True)
+@click.option("--item", "items", multiple=True, required=True, metavar="SKU:QTY")
+@click.option("--id", "order_id", default="", help="Order id (default: a new one).")
+@click.option(
+    "--no-cart-check",
+    is_flag=True,
+    help="Skip the cart's availability check (the warehouse still refuses).",
+)
+def order_place(
+    registry: str,
+    db: str,
+    bus: str,
+    customer: str,
+    items: tuple[str, ...],
+    order_id: str,
+    no_cart_check: bool,
+) -> None:
+    """Check the cart against the stock, then place the order (OMS starts the saga; a
+    running OMS service publishes it)."""
+    lines: dict[str, int] = {}
+    for item in items:
+        sku, _, qty = item.partition(":")
+        if sku not in PRICES_WITH_SOLD_OUT or not qty.isdigit() or int(qty) < 1:
+            raise click.BadParameter(
+                f"{item!r}: expected SKU:QTY with SKU one of {', '.join(PRICES_WITH_SOLD_OUT)}",
+                param_hint="--item",
+            )
+        lines[sku] = lines.get(sku, 0) + int(qty)
+    oid = order_id or f"order-{uuid.uuid4().hex[:12]}"
+
+    async def work(app: Application) -> str:
+        shop = Shop(app)
+        try:
+            if not no_cart_check:
+                Cart.check_availability(lines, await shop.on_hand())
+        except Unavailable as exc:
+            raise EngineError(f"cart refused: {exc}") from None
+        event = new_order(
+            oid,
+            customer,
+            [(s, q, PRICES_WITH_SOLD_OUT[s]) for s, q in sorted(lines.items())],
+            CURRENCY,
+        )
+
+        async def effects(conn: Any) -> None:
+            await record_order(conn, event)
+
+        await shop.parts["OMS"].runner.initiate(event, effects)
+        return oid
+
+    click.echo(_go(_app(registry, db, bus, ("OMS", "Inventory")), work))
+
+
+@click.command()
+@click.argument("order_id")
+@_REGISTRY
+@_DB
+@_BUS
+def history(order_id: str, registry: str, db: str, bus: str) -> None:
+    """The archived snapshot of ORDER_ID, as the customer reads it."""
+
+    async def work(app: Application) -> Any:
+        async with Shop(app).parts["OrderHistory"].db.transaction() as conn:
+            row = (
+                await conn.execute(select(archive.c.snapshot).where(archive.c.order_id == order_id))
+            ).first()
+        return row.snapshot if row else None
+
+    snapshot = _go(_app(registry, db, bus, ("OrderHistory",)), work)
+    if snapshot is None:
+        click.echo(f"error: no archived order {order_id} (not placed, or not ended yet)", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(snapshot, indent=2, sort_keys=True))
+
+
+@click.command()
+@click.argument("order_id")
+@_REGISTRY
+@_DB
+@_BUS
+@click.option(
+    "--dot",
+    "dot_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the path taken as a Graphviz diagram.",
+)
+def trace(order_id: str, registry: str, db: str, bus: str, dot_path: str | None) -> None:
+    """The timeline of ORDER_ID's events across the services: who took in what, when,
+    and what they skipped."""
+
+    async def work(app: Application) -> list[tuple[float, str, str, str]]:
+        rows: list[tuple[float, str, str, str]] = []
+        for part in app.services:
+            async with part.db.transaction() as conn:
+                for r in (
+                    await conn.execute(
+                        select(tables.inbox).where(tables.inbox.c.saga_id == order_id)
+                    )
+                ).all():
+                    rows.append((r.received_at, part.runner.name, r.event_type, "applied"))
+                for r in (
+                    await conn.execute(
+                        select(tables.skipped).where(tables.skipped.c.saga_id == order_id)
+                    )
+                ).all():
+                    rows.append(
+                        (
+                            r.at,
+                            part.runner.name,
+                            r.event_type,
+                            f"skipped ({r.reason}, in {r.state})",
+                        )
+                    )
+        return sorted(rows)
+
+    rows = _go(_app(registry, db, bus, ()), work)
+    if not rows:
+        click.echo(f"error: no service has seen order {order_id}", err=True)
+        sys.exit(1)
+    start = rows[0][0]
+    for at, service, event_type, what in rows:
+        click.echo(f"+{(at - start) * 1000:8.1f} ms  {service:<13} {event_type:<27} {what}")
+    if dot_path:
+        seen: list[str] = []
+        for _, _, event_type, what in rows:
+            if what == "applied" and event_type not in seen:
+                seen.append(event_type)
+        lines = [f'digraph "{order_id}" {{', "  rankdir=LR;"]
+        lines += [f'  "{a}" -> "{b}";' for a, b in itertools.pairwise(seen)]
+        Path(dot_path).write_text("\n".join([*lines, "}"]) + "\n", encoding="utf-8")
+        click.echo(f"wrote {dot_path}")
+
+
+COMMANDS = [demo, shop, order, history, trace]
 """The commands this project adds to `saga`."""
