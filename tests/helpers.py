@@ -17,6 +17,33 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECKOUT = ROOT / "registry" / "saga.yaml"
 TRIP = ROOT / "tests" / "registries" / "trip_booking.yaml"
 
+CHECKOUT_PATHS: dict[str, list[str]] = {
+    "completed": ["OrderCreated", "InventoryReserved", "PaymentSucceeded", "DeliveryScheduled"],
+    "cancelled_after_inventory_reservation_failed": [
+        "OrderCreated",
+        "InventoryReservationFailed",
+        "OrderCancelled",
+    ],
+    "cancelled_after_payment_failed": [
+        "OrderCreated",
+        "InventoryReserved",
+        "PaymentFailed",
+        "InventoryReleased",
+        "OrderCancelled",
+    ],
+    "cancelled_after_delivery_failed": [
+        "OrderCreated",
+        "InventoryReserved",
+        "PaymentSucceeded",
+        "DeliveryFailed",
+        "RefundSucceeded",
+        "InventoryReleased",
+        "OrderCancelled",
+    ],
+}
+"""The checkout's outcome paths as the issue orders them: each failure's compensations
+come before `OrderCancelled`."""
+
 
 def checkout_data() -> dict[str, Any]:
     """The checkout registry as plain data, to mutate in a test."""

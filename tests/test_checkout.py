@@ -17,27 +17,14 @@ from engine.config import Settings
 from engine.runner import RunnerSettings
 from handlers.order_history import archive
 from handlers.shop import Mix, Shop
+from tests.helpers import CHECKOUT_PATHS
 from tests.runtime_kit import fresh_registry
 
 CHAINS = {
-    "completed": ["OrderCreated", "InventoryReserved", "PaymentSucceeded", "DeliveryScheduled"],
-    "stock": ["OrderCreated", "InventoryReservationFailed", "OrderCancelled"],
-    "payment": [
-        "OrderCreated",
-        "InventoryReserved",
-        "PaymentFailed",
-        "InventoryReleased",
-        "OrderCancelled",
-    ],
-    "delivery": [
-        "OrderCreated",
-        "InventoryReserved",
-        "PaymentSucceeded",
-        "DeliveryFailed",
-        "RefundSucceeded",
-        "InventoryReleased",
-        "OrderCancelled",
-    ],
+    "completed": CHECKOUT_PATHS["completed"],
+    "stock": CHECKOUT_PATHS["cancelled_after_inventory_reservation_failed"],
+    "payment": CHECKOUT_PATHS["cancelled_after_payment_failed"],
+    "delivery": CHECKOUT_PATHS["cancelled_after_delivery_failed"],
 }
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from codegen import check, load_registry, write
 from engine.cli import main
-from tests.helpers import CHECKOUT, ROOT, checkout_data, run_generated, write_yaml
+from tests.helpers import CHECKOUT, CHECKOUT_PATHS, ROOT, checkout_data, run_generated, write_yaml
 
 needs_dot = pytest.mark.usefixtures("dot_installed")
 
@@ -272,31 +272,7 @@ def test_diagrams_show_every_event_with_its_kind(tmp_path: Path) -> None:
 def test_outcome_diagrams_follow_each_compensation_chain(tmp_path: Path) -> None:
     generate(tmp_path)
     diagrams = tmp_path / "docs" / "diagrams"
-    chains = {
-        "completed": ["OrderCreated", "InventoryReserved", "PaymentSucceeded", "DeliveryScheduled"],
-        "cancelled_after_inventory_reservation_failed": [
-            "OrderCreated",
-            "InventoryReservationFailed",
-            "OrderCancelled",
-        ],
-        "cancelled_after_payment_failed": [
-            "OrderCreated",
-            "InventoryReserved",
-            "PaymentFailed",
-            "InventoryReleased",
-            "OrderCancelled",
-        ],
-        "cancelled_after_delivery_failed": [
-            "OrderCreated",
-            "InventoryReserved",
-            "PaymentSucceeded",
-            "DeliveryFailed",
-            "RefundSucceeded",
-            "InventoryReleased",
-            "OrderCancelled",
-        ],
-    }
-    for name, events in chains.items():
+    for name, events in CHECKOUT_PATHS.items():
         dot = (diagrams / f"outcome_{name}.dot").read_text()
         for i, event in enumerate(events, 1):
             assert f"{i}. {event} (" in dot, (name, event)

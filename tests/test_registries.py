@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from codegen import check, load_registry, write
 from codegen.outcomes import outcome_paths
 from engine.cli import main
-from tests.helpers import CHECKOUT, TRIP, run_generated
+from tests.helpers import CHECKOUT, CHECKOUT_PATHS, TRIP, run_generated
 
 # The seed table (shared/seeds/checkout-saga.en.md): event, kind, English stage text.
 SEED = [
@@ -55,30 +55,7 @@ def test_checkout_registry_carries_every_row_of_the_seed() -> None:
 def test_every_failure_ends_in_order_cancelled_after_its_compensations() -> None:
     reg = load_registry(CHECKOUT)
     paths = {o.name: [s.event for s in o.steps] for o in outcome_paths(reg)[0]}
-    assert paths == {
-        "completed": ["OrderCreated", "InventoryReserved", "PaymentSucceeded", "DeliveryScheduled"],
-        "cancelled_after_inventory_reservation_failed": [
-            "OrderCreated",
-            "InventoryReservationFailed",
-            "OrderCancelled",
-        ],
-        "cancelled_after_payment_failed": [
-            "OrderCreated",
-            "InventoryReserved",
-            "PaymentFailed",
-            "InventoryReleased",
-            "OrderCancelled",
-        ],
-        "cancelled_after_delivery_failed": [
-            "OrderCreated",
-            "InventoryReserved",
-            "PaymentSucceeded",
-            "DeliveryFailed",
-            "RefundSucceeded",
-            "InventoryReleased",
-            "OrderCancelled",
-        ],
-    }
+    assert paths == CHECKOUT_PATHS
     terminal_events = {"DeliveryScheduled", "OrderCancelled"}
     history = {r.event for r in reg.service("OrderHistory").reactions}
     assert terminal_events <= history
