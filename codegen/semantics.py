@@ -4,7 +4,7 @@ cannot run. Every check reports the file, line and key it is about."""
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from jsonschema import Draft202012Validator
 
@@ -333,12 +333,12 @@ class _Checker:
                         )
 
 
-def _closure(start: Iterable[str], step: object) -> set[str]:
-    nexts = step  # a callable state -> iterable of states
+def _closure(start: Iterable[str], step: Callable[[str], Iterable[str]]) -> set[str]:
+    """Every state reachable from `start` by following `step`."""
     seen = set(start)
     queue = deque(seen)
     while queue:
-        for nxt in nexts(queue.popleft()):  # type: ignore[operator]
+        for nxt in step(queue.popleft()):
             if nxt not in seen:
                 seen.add(nxt)
                 queue.append(nxt)

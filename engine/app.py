@@ -116,8 +116,9 @@ class Application:
             while any(not w.done() for w in workers):
                 done, remaining = await asyncio.wait(remaining, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    if not task.cancelled() and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
+                    error = None if task.cancelled() else task.exception()
+                    if error is not None:
+                        raise error
         finally:
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)

@@ -13,6 +13,7 @@ import click
 
 from codegen import CodegenError, load_registry
 from engine.app import Application
+from engine.bus import Bus
 from engine.buses import KafkaOptions, bus_from_url
 from engine.config import DEFAULT_BUS, DEFAULT_DB, KafkaSecurity, Settings
 from engine.deadletter import DeadLetter, replay_record
@@ -168,7 +169,7 @@ def dlq() -> None:
     """Inspect and replay the dead-letter topic."""
 
 
-def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[object, str, str]:
+def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[Bus, str, str]:
     try:
         reg = load_registry(registry)
     except CodegenError as exc:
@@ -185,9 +186,15 @@ def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[objec
         raise
 
 
-def _kafka_options(*args: str | None) -> KafkaOptions:
+def _kafka_options(
+    protocol: str,
+    mechanism: str | None,
+    username: str | None,
+    password: str | None,
+    cafile: str | None,
+) -> KafkaOptions:
     try:
-        return KafkaOptions(*args)  # type: ignore[arg-type]
+        return KafkaOptions(protocol, mechanism, username, password, cafile)
     except EngineError as exc:
         _fail(str(exc))
         raise
@@ -211,7 +218,7 @@ def dlq_list(
     b, _, dead_topic = _bus_and_topics(registry, bus, kafka)
 
     async def go() -> list[DeadLetter]:
-        async with b as live:  # type: ignore[attr-defined]
+        async with b as live:
             return [DeadLetter.of(d) for d in await live.read_all(dead_topic)]
 
     try:
@@ -251,7 +258,7 @@ def dlq_replay(
     b, topic, dead_topic = _bus_and_topics(registry, bus, kafka)
 
     async def go() -> int:
-        async with b as live:  # type: ignore[attr-defined]
+        async with b as live:
             chosen = [
                 d
                 for d in await live.read_all(dead_topic)

@@ -18,7 +18,7 @@ import click
 from sqlalchemy import select
 
 from codegen import CodegenError, load_registry
-from codegen.model import Topic
+from codegen.model import Registry, Topic
 from engine import tables
 from engine.app import Application
 from engine.config import DEFAULT_BUS, DEFAULT_DB, Settings
@@ -127,9 +127,9 @@ def demo(orders: int, fail: str, bus: str, registry: str, timeout_s: float, seed
 
 
 async def _demo(
-    settings: Settings, reg: object, orders: int, mix: Mix, timeout_s: float, seed: int
+    settings: Settings, reg: Registry, orders: int, mix: Mix, timeout_s: float, seed: int
 ) -> Report:
-    app = Application(settings, registry=reg)  # type: ignore[arg-type]
+    app = Application(settings, registry=reg)
     stop = asyncio.Event()
     try:
         await app.start()
