@@ -1,1 +1,2 @@
-"""`python -m chaos`: the checkout saga under killed services, restarted brokers and poison records, with a checker over the final state."""
+"""`python -m chaos`: the checkout saga under killed services, restarted brokers and poison
+records, with a checker over the final state."""

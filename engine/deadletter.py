@@ -12,7 +12,8 @@ SERVICE = "saga_service"
 ATTEMPTS = "saga_attempts"
 ORIGIN = "saga_origin"  # topic/partition/offset of the original record
 REPLAYED = "saga_replayed"
-_OURS = (ERROR, ERROR_TYPE, SERVICE, ATTEMPTS, ORIGIN)
+TRUNCATED = "saga_truncated"  # the original value's size, when only its start is kept
+_OURS = (ERROR, ERROR_TYPE, SERVICE, ATTEMPTS, ORIGIN, TRUNCATED)
 
 
 def one_line(error: BaseException | str) -> str:
@@ -27,22 +28,33 @@ def one_line(error: BaseException | str) -> str:
 
 
 def dead_letter(
-    delivery: Delivery, topic: str, service: str, error: BaseException | str, attempts: int
+    delivery: Delivery,
+    topic: str,
+    service: str,
+    error: BaseException | str,
+    attempts: int,
+    keep_bytes: int | None = None,
 ) -> Record:
-    """The dead-letter copy of `delivery`, with the error in its headers."""
+    """The dead-letter copy of `delivery`, with the error in its headers; with `keep_bytes`,
+    only that much of a longer value is kept (header `saga_truncated` = its full size)."""
     message = one_line(error)
     kind = "Rejected" if isinstance(error, str) else type(error).__name__
     rec = delivery.record
     origin = f"{rec.topic}/{delivery.partition}/{delivery.offset}"
+    kept = rec.headers if keep_bytes is None else tuple((k, v[:512]) for k, v in rec.headers)
     headers = (
-        *((k, v) for k, v in rec.headers if k not in _OURS),
+        *((k, v) for k, v in kept if k not in _OURS),
         (ERROR, message.encode("utf-8", "replace")[:4000]),
         (ERROR_TYPE, kind.encode()),
         (SERVICE, service.encode()),
         (ATTEMPTS, str(attempts).encode()),
         (ORIGIN, origin.encode()),
     )
-    return Record(topic, rec.key, rec.value, headers)
+    value = rec.value
+    if keep_bytes is not None and len(value) > keep_bytes:
+        headers = (*headers, (TRUNCATED, str(len(value)).encode()))
+        value = value[:keep_bytes]
+    return Record(topic, rec.key[:keep_bytes] if keep_bytes else rec.key, value, headers)
 
 
 def replay_record(dead: Record, topic: str) -> Record:

@@ -65,6 +65,9 @@ class RunnerSettings:
     backoff_max_s: float = 2.0
     batch: int = 500
     poll_timeout_s: float = 0.2
+    max_record_bytes: int = 1 << 20
+    """Larger records are dead-lettered unread (their first 64 KiB kept): no event of a
+    registry needs more, and decoding one would cost memory and time for nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +169,14 @@ class ServiceRunner:
 
     async def handle(self, delivery: Delivery) -> str:
         """Handle one delivery; returns what happened (applied, duplicate, skipped, dead)."""
+        rec = delivery.record
+        size = len(rec.value) + len(rec.key) + sum(len(k) + len(v) for k, v in rec.headers)
+        if size > self.settings.max_record_bytes:
+            too_large = BadEnvelope(
+                f"record of {size} bytes exceeds the limit of {self.settings.max_record_bytes}"
+            )
+            await self._dead_letter(delivery, too_large, attempts=0, keep_bytes=_KEEP_BYTES)
+            return "dead"
         try:
             envelope = Envelope.from_record(delivery.record)
             event = self._decode(envelope)
@@ -437,12 +448,19 @@ class ServiceRunner:
                     )
                 )
 
-    async def _dead_letter(self, delivery: Delivery, exc: BaseException, attempts: int) -> None:
-        record = dead_letter(delivery, self.dead_letter_topic, self.name, exc, attempts)
+    async def _dead_letter(
+        self, delivery: Delivery, exc: BaseException, attempts: int, keep_bytes: int | None = None
+    ) -> None:
+        record = dead_letter(
+            delivery, self.dead_letter_topic, self.name, exc, attempts, keep_bytes=keep_bytes
+        )
         await self.bus.publish([record])
         self.metrics.inc("dead_lettered", self.name)
 
 
+# What a dead-lettered oversized record keeps: enough to see what it was, small enough for
+# any broker's default message size limit.
+_KEEP_BYTES = 64 << 10
 _INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)
 
 

@@ -153,6 +153,33 @@ async def test_poison_record_goes_to_dead_letter_and_next_is_processed(
     await h.crash()
 
 
+async def test_oversized_record_is_dead_lettered_unread_with_its_start_kept(
+    bus: Bus, db_url: str
+) -> None:
+    import dataclasses
+
+    h = await harness(bus, db_url, "Inventory")
+    assert h.runner is not None
+    h.runner.settings = dataclasses.replace(h.runner.settings, max_record_bytes=20_000)
+    topic = h.registry.events_topic.name
+    # A valid event, only far too large: the runner must not read it, and its dead-letter
+    # copy must stay small enough for the broker to take.
+    huge = event("OrderCreated", "o9").model_copy(update={"customer_id": "x" * 200_000})
+    env = Envelope.new(type="OrderCreated", source="t", saga_id="o9", data=huge.to_json())
+    good = Envelope.new(
+        type="OrderCreated", source="t", saga_id="o10", data=event("OrderCreated", "o10").to_json()
+    )
+    await bus.publish([env.to_record(topic), good.to_record(topic)])
+    assert sorted(await h.consume(2)) == ["applied", "dead"]  # two sagas: any order
+    (dead,) = await bus.read_all(h.registry.dead_letter_topic.name)
+    letter = DeadLetter.of(dead)
+    assert "exceeds the limit of 20000" in letter.error and letter.event_id == env.id
+    assert len(dead.record.value) == 64 << 10
+    assert dead.record.header("saga_truncated") == str(len(huge.to_json())).encode()
+    assert await state_of(h, "o9") is None and await state_of(h, "o10") == "placed"
+    await h.crash()
+
+
 async def test_late_event_does_not_change_state(bus: Bus, db_url: str) -> None:
     h = await harness(bus, db_url, "Payment")
     await publish(
