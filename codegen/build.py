@@ -3,6 +3,7 @@ and checking names and field constraints on the way."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -81,6 +82,9 @@ class _Builder:
             self.problem(path, "a field needs a type (or a $ref to a definition)")
             return FieldSpec(name, "string", required)
         spec, spec_path = self.resolve(spec, path)
+        if "type" not in spec:  # a $ref to a definition that has no type
+            self.problem(spec_path, "a field needs a type (or a $ref to a definition)")
+            return FieldSpec(name, "string", required)
         kind = spec["type"]
         for key in sorted(set(spec) & _ALL_CONSTRAINTS - _CONSTRAINTS_BY_TYPE[kind]):
             self.problem((*spec_path, key), f"'{key}' does not apply to a field of type {kind}")
@@ -91,11 +95,16 @@ class _Builder:
         self._check_range(spec, spec_path, "minimum", "maximum")
         self._check_range(spec, spec_path, "minLength", "maxLength")
         self._check_range(spec, spec_path, "minItems", "maxItems")
-        if "pattern" in spec:
+        pattern = spec.get("pattern")
+        if pattern is not None:
             try:
-                re.compile(spec["pattern"])
-            except re.error as exc:
-                self.value_problem((*spec_path, "pattern"), f"pattern is not a regex: {exc}")
+                re.compile(pattern)
+            except (re.error, OverflowError, RecursionError) as exc:
+                # `a{4294967296}` overflows, a thousand nested groups recurse too deep.
+                why = "groups nested too deeply" if isinstance(exc, RecursionError) else exc
+                self.value_problem((*spec_path, "pattern"), f"pattern is not a regex: {why}")
+                # Keep it out of the model: the meaning checks validate deadline payloads.
+                pattern = None
         items = None
         if kind == "array":
             if "items" not in spec:
@@ -118,12 +127,23 @@ class _Builder:
             maximum=spec.get("maximum"),
             min_length=spec.get("minLength"),
             max_length=spec.get("maxLength"),
-            pattern=spec.get("pattern"),
+            pattern=pattern,
             min_items=spec.get("minItems"),
             max_items=spec.get("maxItems"),
             items=items,
             properties=properties,
         )
+
+    def seconds(self, value: float, path: JsonPath) -> float:
+        """`value` as seconds; a problem unless it is finite."""
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond the largest float
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            where = ".".join(str(p) for p in path)
+            self.value_problem(path, f"{where}: expected a finite number of seconds")
+        return seconds
 
     def _check_range(self, spec: dict[str, Any], path: JsonPath, low: str, high: str) -> None:
         if low in spec and high in spec and spec[low] > spec[high]:
@@ -225,12 +245,12 @@ class _Builder:
             deadlines=tuple(
                 Deadline(
                     x["state"],
-                    float(x["within_s"]),
+                    self.seconds(x["within_s"], ("state_machine", "deadlines", i, "within_s")),
                     x["emit"],
                     tuple(sorted(x.get("payload", {}).items())),
                     x.get("description", ""),
                 )
-                for x in sm.get("deadlines", [])
+                for i, x in enumerate(sm.get("deadlines", []))
             ),
         )
         return Registry(

@@ -25,7 +25,10 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.message}"
+        # One problem, one line: a name quoted from the YAML may hold line breaks or
+        # other invisible characters, so those are escaped.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.message)
+        return f"{self.location}: {message}"
 
 
 class CodegenError(Exception):

@@ -7,6 +7,8 @@ Duplicate mapping keys, which PyYAML would silently collapse, are reported.
 
 from __future__ import annotations
 
+import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,10 @@ _SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_NODES = 500_000
 """The most values a registry may expand to, aliases included."""
 
+MAX_DEPTH = 100
+"""The deepest a value may be nested (a registry needs about 20 levels); deeper ones would
+overflow the stack of the checks that walk the document."""
+
 
 class _TooLarge(Exception):
     def __init__(self, where: Location) -> None:
@@ -73,6 +79,16 @@ def _loc(path: str, node: yaml.Node) -> Location:
     return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+"""What YAML counts as a line break."""
+
+
+def _loc_in(path: str, text: str, index: int) -> Location:
+    """Where `text[index]` is, counting lines as YAML does."""
+    lines = _LINE_BREAK.split(text[:index])
+    return Location(path, len(lines), len(lines[-1]) + 1)
+
+
 class _Converter:
     def __init__(self, path: str) -> None:
         self.source = SourceMap(path)
@@ -86,6 +102,11 @@ class _Converter:
             # Aliases can make a small file expand exponentially ("billion laughs").
             raise _TooLarge(_loc(self.source.path, node))
         self.source.values[json_path] = _loc(self.source.path, node)
+        if len(json_path) > MAX_DEPTH:
+            self.problems.append(
+                Problem(_loc(self.source.path, node), f"nested deeper than {MAX_DEPTH} levels")
+            )
+            return None
         if node.tag not in _PLAIN_TAGS:
             # Tags are how YAML asks for objects to be built; a registry is plain data.
             self.problems.append(
@@ -98,7 +119,15 @@ class _Converter:
             return [self.convert(item, (*json_path, i)) for i, item in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
         # The safe constructor resolves plain scalars to str/int/float/bool/None only.
-        return self._constructor.construct_object(node, deep=True)
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except (ValueError, ArithmeticError, LookupError, AttributeError):
+            # It trusts the text to fit the tag: `2023-02-30`, a 5000-digit integer or
+            # `!!int abc` make it raise.
+            kind = node.tag.rsplit(":", 1)[-1]
+            message = f"YAML: {reprlib.repr(node.value)} is not a valid {kind}"
+            self.problems.append(Problem(_loc(self.source.path, node), message))
+            return None
 
     def _mapping(self, node: yaml.MappingNode, json_path: JsonPath) -> dict[str, Any]:
         self._constructor.flatten_mapping(node)
@@ -131,13 +160,26 @@ def load_document(path: Path | str, text: str | None = None) -> Document:
     name = str(path)
     if text is None:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            raw = Path(path).read_bytes()
         except FileNotFoundError:
             raise RegistryNotFound(f"{name}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise RegistryNotFound(f"{name}: cannot read: {exc}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            good = raw[: exc.start].decode("utf-8")
+            where = _loc_in(name, good, len(good))
+            message = f"not UTF-8 text: byte 0x{raw[exc.start]:02x} ({exc.reason})"
+            raise RegistryInvalid([Problem(where, message)]) from None
     try:
         nodes = list(yaml.compose_all(text, Loader=_SAFE_LOADER))
+    except yaml.reader.ReaderError as exc:
+        # A character YAML forbids (NUL, most control characters); the error's position
+        # counts bytes or characters depending on the parser, so find the character.
+        where = _loc_in(name, text, max(text.find(chr(exc.character)), 0))
+        message = f"YAML: {exc.reason}: {chr(exc.character)!r}"
+        raise RegistryInvalid([Problem(where, message)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -4,6 +4,7 @@ environment variables, read here once and passed down."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from engine.bus import Bus
 from engine.buses import KafkaOptions, bus_from_url
 from engine.config import DEFAULT_BUS, DEFAULT_DB, KafkaSecurity, Settings
 from engine.deadletter import DeadLetter, replay_record
-from engine.errors import EngineError
+from engine.errors import BusUnavailable, EngineError
 
 _REGISTRY = click.option(
     "--registry",
@@ -58,6 +59,8 @@ _SECURITY = [
     ),
 ]
 
+log = logging.getLogger("saga.run")
+
 
 def _security(f: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(_SECURITY):
@@ -90,6 +93,15 @@ def _fail(message: str) -> None:
     help="A setting for the services, e.g. payment.bank_failure=0.1 (repeatable).",
 )
 @click.option("--log-level", default="INFO", envvar="SAGA_LOG_LEVEL", show_default=True)
+@click.option(
+    "--wait-for-bus",
+    "wait_s",
+    default=60.0,
+    envvar="SAGA_WAIT_FOR_BUS",
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to keep trying to reach the bus at start (a broker restarting).",
+)
 def run(
     services: tuple[str, ...],
     registry: str,
@@ -102,6 +114,7 @@ def run(
     ssl_cafile: str | None,
     options: tuple[str, ...],
     log_level: str,
+    wait_s: float,
 ) -> None:
     """Run SERVICES (all of the registry's if none) until SIGINT or SIGTERM."""
     logging.basicConfig(
@@ -126,7 +139,7 @@ def run(
         options=tuple(pairs),
     )
     try:
-        asyncio.run(_run(settings))
+        asyncio.run(_run(settings, wait_s))
     except EngineError as exc:
         _fail(str(exc))
     except asyncio.CancelledError:
@@ -134,7 +147,7 @@ def run(
         sys.exit(130)
 
 
-async def _run(settings: Settings) -> None:
+async def _run(settings: Settings, wait_s: float) -> None:
     app = Application(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -154,7 +167,7 @@ async def _run(settings: Settings) -> None:
     kafka_log = logging.getLogger("aiokafka")
     kafka_log.setLevel(logging.CRITICAL)
     try:
-        await app.start()
+        await _start(app, stop, wait_s)
         kafka_log.setLevel(logging.WARNING)
         names = ", ".join(s.runner.name for s in app.services)
         click.echo(f"saga run: {names} on {settings.bus} (Ctrl-C to stop)", err=True)
@@ -162,6 +175,27 @@ async def _run(settings: Settings) -> None:
         click.echo("saga run: stopped cleanly", err=True)
     finally:
         await app.stop()
+
+
+async def _start(app: Application, stop: asyncio.Event, wait_s: float) -> None:
+    """Start `app`; while the bus cannot be reached, try again for up to `wait_s` seconds
+    (a service restarted while its broker restarts too should wait, not crash-loop)."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    warned, next_warning = False, wait_s
+    while True:
+        try:
+            await app.start()
+            return
+        except BusUnavailable as exc:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or stop.is_set():
+                raise
+            if not warned or left < next_warning:
+                log.warning("%s; trying again for %.0f s more", exc, left)
+                warned, next_warning = True, left - 10
+            await app.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(1.0, left))
 
 
 @click.group()

@@ -170,7 +170,10 @@ def test_saga_run_survives_kill_9_and_stops_cleanly(tmp_path: Path, bus_url: str
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--bus", "kafka://127.0.0.1:1"], "error: cannot reach Kafka at 127.0.0.1:1"),
+        (
+            ["--bus", "kafka://127.0.0.1:1", "--wait-for-bus", "0"],
+            "error: cannot reach Kafka at 127.0.0.1:1",
+        ),
         (["--bus", "carrier-pigeon://x"], "error: unknown bus URL 'carrier-pigeon://x'"),
         (["--db", "mysql://x/{service}"], "error: unsupported database 'mysql'"),
         (["--db", "sqlite:///one.db"], "has no {service}: each service owns its own database"),
@@ -187,6 +190,34 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path, args: list[str], mess
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_run_keeps_trying_to_reach_the_bus_for_wait_for_bus_seconds(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{ROOT}"}
+    began = time.monotonic()
+    result = subprocess.run(
+        [
+            *SAGA,
+            "run",
+            "--bus",
+            "kafka://127.0.0.1:1",
+            "--wait-for-bus",
+            "4",
+            "--db",
+            "x/{service}",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.monotonic() - began >= 4
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "trying again for" in lines[0], result.stderr
+    assert lines[-1].startswith("error: cannot reach Kafka at 127.0.0.1:1"), result.stderr
 
 
 def test_missing_reaction_is_refused_at_start(tmp_path: Path) -> None:

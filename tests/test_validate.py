@@ -245,3 +245,117 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     (problem,) = problems_of(path)
     assert "expands to more than 500000 values" in problem
+
+
+# -- regressions found by tests/test_loader_properties.py: each input once crashed the
+# loader with a traceback or gave an error without a place.
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2023-02-30", "YAML: '2023-02-30' is not a valid timestamp"),  # ValueError
+        ("2001-12-14t21:59:43.10-99:00", "is not a valid timestamp"),  # ValueError
+        ("1" + "0" * 5000, "is not a valid int"),  # ValueError: over 4300 digits
+        ("1:" * 200 + "0.5", "is not a valid float"),  # OverflowError
+        ("!!int abc", "YAML: 'abc' is not a valid int"),  # ValueError
+        ("!!float ''", "YAML: '' is not a valid float"),  # IndexError
+        ("!!bool maybe", "YAML: 'maybe' is not a valid bool"),  # KeyError
+        ("!!timestamp soon", "YAML: 'soon' is not a valid timestamp"),  # AttributeError
+    ],
+)
+def test_value_that_does_not_fit_its_type_is_a_problem(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    path = tmp_path / "saga.yaml"
+    text = CHECKOUT.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("  title: Order checkout (saga choreography)", f"  title: {value}")
+    )
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:{line_of(path, 'title:')}:10: ")
+    assert message in problem
+
+
+def test_control_character_is_reported_where_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "saga.yaml"
+    path.write_text("version: 1\nsaga:\n  name: ché\x00ckout\n", encoding="utf-8")
+    # It was `path:1:1: YAML: unacceptable character #x0000: ...` and a second line without
+    # a place: `  in "<unicode string>", position 21`.
+    assert problems_of(path) == [f"{path}:3:12: YAML: control characters are not allowed: '\\x00'"]
+
+
+def test_file_that_is_not_utf8_is_invalid_at_the_first_bad_byte(tmp_path: Path) -> None:
+    path = tmp_path / "saga.yaml"
+    path.write_bytes(b"version: 1\nsaga:\n  title: ch\xc3\xa9\xffckout\n")
+    # It was RegistryNotFound, `path: cannot read: 'utf-8' codec can't decode ...`.
+    assert problems_of(path) == [f"{path}:3:13: not UTF-8 text: byte 0xff (invalid start byte)"]
+
+
+def test_key_with_line_breaks_is_reported_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "saga.yaml"
+    text = CHECKOUT.read_text(encoding="utf-8")
+    path.write_text(text.replace("  title:", '  "ti\\ntle\\u2028":', 1), encoding="utf-8")
+    line = line_of(path, '"ti')
+    # The key's line breaks used to split the problem over three lines, two without a place.
+    assert problems_of(path) == [
+        f"{path}:{line}:3: unknown key 'ti\\ntle\\u2028' in saga "
+        "(expected one of: description, key, name, pattern, title)"
+    ]
+
+
+def test_too_deep_nesting_is_a_problem_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "saga.yaml"
+    deep = "{type: array, items: " * 400 + "{type: string}" + "}" * 400
+    text = CHECKOUT.read_text(encoding="utf-8")
+    path.write_text(text.replace("detail: {type: string, maxLength: 500}", f"detail: {deep}", 1))
+    problems = problems_of(path)
+    line = line_of(path, "detail: {type: array")
+    assert problems and all(
+        p.startswith(f"{path}:{line}:") and p.endswith(": nested deeper than 100 levels")
+        for p in problems
+    ), problems
+
+
+def test_ref_to_a_definition_without_a_type_is_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "saga.yaml"
+    text = CHECKOUT.read_text(encoding="utf-8")
+    path.write_text(text.replace("  Currency:\n    type: string\n", "  Currency:\n", 1))
+    problems = problems_of(path)
+    # It was a KeyError: 'type'. The problem is at the definition, once per reference.
+    assert set(problems) == {
+        f"{path}:{line_of(path, 'Currency:')}:3: a field needs a type (or a $ref to a definition)"
+    }
+
+
+@pytest.mark.parametrize(
+    ("pattern", "error"),
+    [
+        ("[", "unterminated character set at position 0"),  # re.error out of the checks
+        ("a{4294967296}", "the repetition number is too large"),  # OverflowError
+        ("(" * 1000 + ")" * 1000, "groups nested too deeply"),  # RecursionError
+    ],
+)
+def test_pattern_that_is_not_a_regex_is_a_problem(tmp_path: Path, pattern: str, error: str) -> None:
+    # `detail` is in the payload of the deadline's DeliveryFailed, which the meaning
+    # checks validate with the field's pattern.
+    path = mutated(
+        tmp_path,
+        lambda d: d["events"]["DeliveryFailed"]["payload"]["properties"]["detail"].update(
+            pattern=pattern
+        ),
+    )
+    (problem,) = problems_of(path)
+    line = line_of(path, "pattern: ", occurrence=2)  # the first is saga.pattern
+    assert problem.startswith(f"{path}:{line}:")
+    assert problem.endswith(f": pattern is not a regex: {error}")
+
+
+@pytest.mark.parametrize("within_s", [10**400, float("inf"), float("nan")])
+def test_deadline_must_be_a_finite_number_of_seconds(tmp_path: Path, within_s: float) -> None:
+    # 10**400 was an OverflowError.
+    path = mutated(tmp_path, lambda d: d["state_machine"]["deadlines"][0].update(within_s=within_s))
+    assert problems_of(path) == [
+        f"{path}:{line_of(path, 'within_s:')}:15: state_machine.deadlines.0.within_s: "
+        "expected a finite number of seconds"
+    ]
