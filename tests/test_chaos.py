@@ -1,0 +1,220 @@
+"""Reliability: small chaos runs on both buses (services SIGKILLed and restarted, the Kafka
+broker restarted, poison records written), and the checker shown to catch each kind of
+broken final state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, insert, select, text, update
+
+from chaos.checker import Verdict, check
+from engine.app import Application
+from engine.buses import EmbeddedBus
+from engine.config import Settings
+from engine.runner import RunnerSettings
+from handlers.inventory import stock
+from handlers.oms import orders
+from handlers.order_history import archive
+from handlers.payment import ledger
+from handlers.shop import Mix, Shop
+from tests.helpers import ROOT
+from tests.runtime_kit import fresh_registry
+
+KEYS = {
+    "sagas",
+    "terminal",
+    "stuck",
+    "lost",
+    "double_charges",
+    "double_refunds",
+    "stock_conserved",
+    "money_conserved",
+    "snapshots_ok",
+    "kills",
+    "broker_restarts",
+    "dlq",
+}
+
+
+def _chaos(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    out = tmp_path / "chaos.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", *args, "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    report = json.loads(out.read_text()) if out.exists() else {}
+    return done.returncode, report, done.stdout + done.stderr[-3000:]
+
+
+def _assert_survived(code: int, report: dict[str, Any], output: str, sagas: int) -> None:
+    assert code == 0, output
+    assert report.keys() >= KEYS, output
+    assert report["sagas"] == report["terminal"] == sagas, output
+    assert (report["stuck"], report["lost"]) == (0, 0), output
+    assert (report["double_charges"], report["double_refunds"]) == (0, 0), output
+    assert report["stock_conserved"] and report["money_conserved"] and report["snapshots_ok"]
+    # Every outcome happened, so every compensation chain ran under the kills.
+    assert {"completed", "cancelled: out_of_stock", "cancelled: provider_error"} <= set(
+        report["outcomes"]
+    ), report["outcomes"]
+    # Five kinds of poison per volley, each dead-lettered by all six services at least once.
+    assert report["poison_dead_lettered"] and report["dlq"] >= 5 * 6 * 2, output
+
+
+def test_chaos_on_the_embedded_bus_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    code, report, output = _chaos(
+        tmp_path, "--bus", "embedded", "--sagas", "250", "--kills", "6", "--rate", "40",
+        "--poison", "2", "--seed", "11",
+    )  # fmt: skip
+    _assert_survived(code, report, output, 250)
+    assert report["kills"] == 6
+
+
+def test_chaos_on_kafka_with_a_broker_restart_loses_and_doubles_nothing(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    # kafka_bootstrap only proves Kafka can run here: the run starts a broker of its own,
+    # so that restarting it disturbs nothing else.
+    code, report, output = _chaos(
+        tmp_path, "--bus", "kafka", "--sagas", "250", "--kills", "6", "--broker-restarts", "1",
+        "--rate", "40", "--poison", "2", "--seed", "12",
+    )  # fmt: skip
+    _assert_survived(code, report, output, 250)
+    assert (report["kills"], report["broker_restarts"]) == (6, 1)
+
+
+def test_chaos_refuses_a_broker_restart_without_kafka(tmp_path: Path) -> None:
+    code, _, output = _chaos(tmp_path, "--bus", "embedded", "--broker-restarts", "1")
+    assert code == 2 and "only a Kafka broker can be restarted" in output
+
+
+Tamper = Callable[[Shop, dict[str, str]], Awaitable[None]]
+
+
+async def _in(shop: Shop, service: str, stmt: Any) -> None:
+    async with shop.parts[service].db.transaction() as conn:
+        await conn.execute(stmt)
+
+
+async def _without_ledger_guard(shop: Shop) -> None:
+    """Payment's ledger refuses a second charge or refund per order (a unique key); a
+    Payment without that key is what the checker must catch, so rebuild the table bare."""
+    async with shop.parts["Payment"].db.transaction() as conn:
+        await conn.execute(text("CREATE TABLE bare AS SELECT * FROM ledger"))
+        await conn.execute(text("DROP TABLE ledger"))
+        await conn.execute(text("ALTER TABLE bare RENAME TO ledger"))
+
+
+async def _double_charge(shop: Shop, ids: dict[str, str]) -> None:
+    await _without_ledger_guard(shop)
+    await _in(shop, "Payment", insert(ledger).values(
+        order_id=ids["completed"], customer_id="c1", kind="charge", amount=1, currency="EUR"
+    ))  # fmt: skip
+
+
+async def _double_refund(shop: Shop, ids: dict[str, str]) -> None:
+    await _without_ledger_guard(shop)
+    await _in(shop, "Payment", insert(ledger).values(
+        order_id=ids["refunded"], customer_id="c1", kind="refund", amount=1, currency="EUR"
+    ))  # fmt: skip
+
+
+async def _lose(shop: Shop, ids: dict[str, str]) -> None:
+    await _in(shop, "OMS", delete(orders).where(orders.c.order_id == ids["refused"]))
+
+
+async def _unarchive(shop: Shop, ids: dict[str, str]) -> None:
+    await _in(shop, "OrderHistory", delete(archive).where(archive.c.order_id == ids["completed"]))
+
+
+async def _reopen(shop: Shop, ids: dict[str, str]) -> None:
+    await _in(shop, "OMS", update(orders).where(orders.c.order_id == ids["refused"]).values(
+        status="placed"
+    ))  # fmt: skip
+
+
+async def _shrink_stock(shop: Shop, ids: dict[str, str]) -> None:
+    await _in(shop, "Inventory", update(stock).where(stock.c.sku == "apple").values(
+        on_hand=stock.c.on_hand - 1
+    ))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("tamper", "broken"),
+    [
+        (None, {}),
+        (_double_charge, {"double_charges": 1, "money_conserved": False}),
+        (_double_refund, {"double_refunds": 1, "money_conserved": False}),
+        (_lose, {"lost": 1, "snapshots_ok": False}),
+        (_unarchive, {"stuck": 1, "snapshots_ok": False}),
+        (_reopen, {"stuck": 1, "snapshots_ok": False}),
+        (_shrink_stock, {"stock_conserved": False}),
+    ],
+)
+async def test_the_checker_catches_each_broken_final_state(
+    tmp_path: Path, tamper: Tamper | None, broken: dict[str, Any]
+) -> None:
+    settings = Settings(
+        db=f"sqlite:///{tmp_path}/{{service}}.db",
+        options=(("logistics.provider_failure", "0.3"),),
+        runner=RunnerSettings(poll_timeout_s=0.05),
+    )
+    registry = fresh_registry()
+    app = Application(settings, registry=registry, bus=EmbeddedBus(tmp_path / "bus.db"))
+    await app.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    try:
+        shop = Shop(app)
+        await shop.seed(customers=50)
+        placed = [e.saga_id for e in await shop.place(30, Mix(stock=0.2, payment=0.2))]
+        assert await shop.wait(30, 60)
+        stop.set()
+        await task
+        if tamper is not None:
+            await tamper(shop, await _examples(shop))
+        verdict = await check(app, registry, placed)
+    finally:
+        stop.set()
+        await app.stop()
+    healthy = Verdict(
+        sagas=30, terminal=30, stock_conserved=True, money_conserved=True, snapshots_ok=True
+    )
+    expected = {**_figures(healthy), **broken}
+    if "stuck" in broken or "lost" in broken:
+        expected["terminal"] = 29
+    assert _figures(verdict) == expected, verdict.problems
+    assert verdict.ok == (not broken)
+    assert bool(verdict.problems) == bool(broken)
+
+
+async def _examples(shop: Shop) -> dict[str, str]:
+    """An order of each kind the tampering needs: completed, refunded, refused by stock."""
+    async with shop.parts["OMS"].db.transaction() as conn:
+        rows = (
+            await conn.execute(select(orders.c.order_id, orders.c.status, orders.c.cause))
+        ).all()
+    refused = sorted(r.order_id for r in rows if r.cause == "InventoryReservationFailed")
+    async with shop.parts["Payment"].db.transaction() as conn:
+        refunds = await conn.execute(select(ledger.c.order_id).where(ledger.c.kind == "refund"))
+        refunded = sorted(r.order_id for r in refunds)
+    completed = sorted(r.order_id for r in rows if r.status == "completed")
+    assert refused and refunded and completed, rows
+    return {"completed": completed[0], "refunded": refunded[0], "refused": refused[0]}
+
+
+def _figures(v: Verdict) -> dict[str, Any]:
+    return {k: getattr(v, k) for k in sorted(KEYS - {"kills", "broker_restarts", "dlq"})}
