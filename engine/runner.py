@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from codegen.model import Registry
 from engine import tables
+from engine.batch import NeedsOneByOne, apply_batch
 from engine.bus import Bus, Delivery, Subscription
 from engine.database import Database
 from engine.deadletter import REPLAYED, dead_letter, one_line
@@ -65,6 +66,8 @@ class RunnerSettings:
     backoff_max_s: float = 2.0
     batch: int = 500
     poll_timeout_s: float = 0.2
+    batch_transactions: bool = True
+    """Handle a poll batch in one database transaction (see `engine.batch`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +162,29 @@ class ServiceRunner:
                 self._subscription = None
 
     async def handle_batch(self, batch: list[Delivery]) -> None:
-        """Handle deliveries in order; never raises for a bad record or a failing reaction."""
+        """Handle deliveries in order; never raises for a bad record or a failing reaction.
+
+        The batch goes in one transaction (`engine.batch`) unless `batch_transactions` is
+        off or something in it needs the one-by-one path; then each delivery gets its own
+        transaction, with retries, dead-lettering and parking."""
+        if self.settings.batch_transactions and len(batch) > 1:
+            try:
+                outcomes = await apply_batch(self, batch)
+            except asyncio.CancelledError:
+                raise
+            except _INFRASTRUCTURE:
+                raise
+            except NeedsOneByOne:
+                pass
+            except Exception as exc:  # a reaction failed: its retries happen one by one
+                log.debug(
+                    "%s: batch of %d falls back to one by one: %s", self.name, len(batch), exc
+                )
+            else:
+                for outcome in outcomes:
+                    self.metrics.inc(outcome, self.name)
+                self._on_committed()
+                return
         for delivery in batch:
             await self.handle(delivery)
         self._on_committed()
@@ -168,7 +193,7 @@ class ServiceRunner:
         """Handle one delivery; returns what happened (applied, duplicate, skipped, dead)."""
         try:
             envelope = Envelope.from_record(delivery.record)
-            event = self._decode(envelope)
+            event = self.decode(envelope)
         except BadEnvelope as exc:
             await self._dead_letter(delivery, exc, attempts=0)
             return "dead"
@@ -208,7 +233,8 @@ class ServiceRunner:
                 self.metrics.inc("retried", self.name)
                 await asyncio.sleep(delay)
 
-    def _decode(self, envelope: Envelope) -> Any:
+    def decode(self, envelope: Envelope) -> Any:
+        """The typed event of `envelope`; raises `BadEnvelope` if it is not one."""
         cls = self.event_types.get(envelope.type)
         if cls is None:
             raise BadEnvelope(f"unknown event type {envelope.type!r}")
@@ -278,20 +304,24 @@ class ServiceRunner:
                 .where(tables.saga_state.c.saga_id == env.saga_id)
                 .values(state=step.target, updated_at=now)
             )
-        handler = self._handlers.get(env.type)
-        emitted = None
-        if handler is not None:
-            result = await handler(event, _Context(env.saga_id, env.id, self.name, conn))
-            emitted = await self._emit(conn, env, result, now)
-        # A deadline waits for the saga to leave the state; if this very reaction already
-        # emitted the event that leaves it, there is nothing to wait for.
-        if emitted is None or not self.machine.step(step.target, emitted).allowed:
-            await self._arm_deadlines(conn, env.saga_id, step.target, now)
+        emitted = await self.react(conn, env, event)
+        if emitted is not None:
+            await self.write_outbox(conn, emitted, now)
+        await self.arm_deadlines(conn, env.saga_id, step.target, emitted, now)
         return "applied"
 
-    async def _emit(
-        self, conn: AsyncConnection, cause: Envelope, emitted: Any, now: float
-    ) -> str | None:
+    async def react(self, conn: AsyncConnection, env: Envelope, event: Any) -> Envelope | None:
+        """Run this service's reaction to `env`, if it has one, inside `conn`'s transaction;
+        returns the envelope of what it emits (checked, not yet written to the outbox)."""
+        handler = self._handlers.get(env.type)
+        if handler is None:
+            return None
+        result = await handler(event, _Context(env.saga_id, env.id, self.name, conn))
+        return self.emitted_envelope(env, result)
+
+    def emitted_envelope(self, cause: Envelope, emitted: Any) -> Envelope | None:
+        """The envelope of what a reaction to `cause` returned (None for nothing);
+        raises `ForbiddenEmit` if the registry does not allow it."""
         allowed = self._reactions.get(cause.type, ())
         if emitted is None:
             if allowed and cause.type not in self._deferring:
@@ -311,18 +341,13 @@ class ServiceRunner:
                 f"{self.name} emitted {kind} for saga {emitted.saga_id()!r} "
                 f"while handling saga {cause.saga_id!r}"
             )
-        await self.write_outbox(
-            conn,
-            Envelope.new(
-                type=kind,
-                source=self.source,
-                saga_id=cause.saga_id,
-                data=emitted.to_json(),
-                cause=cause,
-            ),
-            now,
+        return Envelope.new(
+            type=kind,
+            source=self.source,
+            saga_id=cause.saga_id,
+            data=emitted.to_json(),
+            cause=cause,
         )
-        return str(kind)
 
     async def initiate(
         self,
@@ -367,23 +392,35 @@ class ServiceRunner:
 
     async def write_outbox(self, conn: AsyncConnection, env: Envelope, now: float) -> None:
         """Queue `env` for the relay inside the caller's transaction."""
-        record = env.to_record(self.topic)
-        await conn.execute(
-            insert(tables.outbox).values(
-                event_id=env.id,
-                topic=record.topic,
-                key=record.key,
-                headers=[[k, v.decode()] for k, v in record.headers],
-                value=record.value,
-                created_at=now,
-                sent_at=None,
-            )
-        )
+        await conn.execute(insert(tables.outbox).values(self.outbox_row(env, now)))
 
-    async def _arm_deadlines(
-        self, conn: AsyncConnection, saga_id: str, state: str, now: float
+    def outbox_row(self, env: Envelope, now: float) -> dict[str, Any]:
+        """The outbox row that queues `env` for the relay."""
+        record = env.to_record(self.topic)
+        return {
+            "event_id": env.id,
+            "topic": record.topic,
+            "key": record.key,
+            "headers": [[k, v.decode()] for k, v in record.headers],
+            "value": record.value,
+            "created_at": now,
+            "sent_at": None,
+        }
+
+    async def arm_deadlines(
+        self,
+        conn: AsyncConnection,
+        saga_id: str,
+        state: str,
+        emitted: Envelope | None,
+        now: float,
     ) -> None:
+        """Arm the deadlines this service fires for a saga that entered `state`."""
         if not self._own_deadlines:
+            return
+        # A deadline waits for the saga to leave the state; if this very reaction already
+        # emitted the event that leaves it, there is nothing to wait for.
+        if emitted is not None and self.machine.step(state, emitted.type).allowed:
             return
         await conn.execute(delete(tables.timers).where(tables.timers.c.saga_id == saga_id))
         for index, deadline in self.machine.deadlines_in(state):
