@@ -27,7 +27,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def machine() -> dict[str, Any]:
-    """Where the figures were taken: CPUs, CPU model, memory, Python."""
+    """Where the figures were taken: CPUs, CPU model, memory, Python, and the load
+    average at the end (other work on the machine skews every figure)."""
     model = platform.processor() or platform.machine()
     memory_gb = 0.0
     try:
@@ -42,6 +43,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
+        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "memory_gb": round(memory_gb, 1),

@@ -35,6 +35,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("saga.runner")
 
+# Built once, so SQLAlchemy reuses their compiled form without rebuilding a cache key.
+_SEEN = select(tables.inbox.c.event_id, tables.inbox.c.source).where(
+    tables.inbox.c.event_id.in_(bindparam("ids", expanding=True))
+)
+_PARKED = (
+    select(tables.parked.c.saga_id)
+    .where(tables.parked.c.saga_id.in_(bindparam("sagas", expanding=True)))
+    .limit(1)
+)
+_STATES = select(tables.saga_state.c.saga_id, tables.saga_state.c.state).where(
+    tables.saga_state.c.saga_id.in_(bindparam("sagas", expanding=True))
+)
 _SET_STATE = (
     update(tables.saga_state)
     .where(tables.saga_state.c.saga_id == bindparam("b_saga_id"))
@@ -60,22 +72,11 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
     sagas = list({env.saga_id for env, _ in items})
     ids = list({env.id for env, _ in items})
     async with runner.db.transaction() as conn:
-        seen = {
-            (r.event_id, r.source)
-            for r in await conn.execute(
-                select(inbox.c.event_id, inbox.c.source).where(inbox.c.event_id.in_(ids))
-            )
-        }
-        parked = await conn.scalar(
-            select(tables.parked.c.saga_id).where(tables.parked.c.saga_id.in_(sagas)).limit(1)
-        )
-        if parked is not None:
+        seen = {(r.event_id, r.source) for r in await conn.execute(_SEEN, {"ids": ids})}
+        if await conn.scalar(_PARKED, {"sagas": sagas}) is not None:
             raise NeedsOneByOne
         states: dict[str, str] = {
-            r.saga_id: r.state
-            for r in await conn.execute(
-                select(state.c.saga_id, state.c.state).where(state.c.saga_id.in_(sagas))
-            )
+            r.saga_id: r.state for r in await conn.execute(_STATES, {"sagas": sagas})
         }
         stored = set(states)
         inbox_rows: list[dict[str, Any]] = []
@@ -116,7 +117,7 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
             emitted = await runner.react(conn, env, event)
             if emitted is not None:
                 outbox_rows.append(runner.outbox_row(emitted, now))
-            await runner.arm_deadlines(conn, env.saga_id, step.target, emitted, now)
+            await runner.arm_deadlines(conn, env.saga_id, step, emitted, now)
             outcomes.append("applied")
         # The engine's own rows, in bulk; outbox rows keep delivery order (their ids give
         # the relay's publishing order).

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import pydantic
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,7 +33,7 @@ from engine.database import Database
 from engine.deadletter import REPLAYED, dead_letter, one_line
 from engine.envelope import Envelope
 from engine.errors import BadEnvelope, BusUnavailable, DatabaseUnavailable, ForbiddenEmit
-from engine.machine import SagaMachine
+from engine.machine import SagaMachine, Step
 from engine.metrics import Metrics
 
 log = logging.getLogger("saga.runner")
@@ -115,6 +115,11 @@ class ServiceRunner:
             i
             for i, d in enumerate(registry.state_machine.deadlines)
             if registry.event(d.emit).producer == self.name
+        }
+        self._deadline_states = {
+            d.state
+            for i, d in enumerate(registry.state_machine.deadlines)
+            if i in self._own_deadlines
         }
         spec = registry.service(self.name)
         self._deferring = {r.event for r in spec.reactions if r.defer}
@@ -307,7 +312,7 @@ class ServiceRunner:
         emitted = await self.react(conn, env, event)
         if emitted is not None:
             await self.write_outbox(conn, emitted, now)
-        await self.arm_deadlines(conn, env.saga_id, step.target, emitted, now)
+        await self.arm_deadlines(conn, env.saga_id, step, emitted, now)
         return "applied"
 
     async def react(self, conn: AsyncConnection, env: Envelope, event: Any) -> Envelope | None:
@@ -392,7 +397,7 @@ class ServiceRunner:
 
     async def write_outbox(self, conn: AsyncConnection, env: Envelope, now: float) -> None:
         """Queue `env` for the relay inside the caller's transaction."""
-        await conn.execute(insert(tables.outbox).values(self.outbox_row(env, now)))
+        await conn.execute(_QUEUE, self.outbox_row(env, now))
 
     def outbox_row(self, env: Envelope, now: float) -> dict[str, Any]:
         """The outbox row that queues `env` for the relay."""
@@ -411,18 +416,24 @@ class ServiceRunner:
         self,
         conn: AsyncConnection,
         saga_id: str,
-        state: str,
+        step: Step,
         emitted: Envelope | None,
         now: float,
     ) -> None:
-        """Arm the deadlines this service fires for a saga that entered `state`."""
-        if not self._own_deadlines:
+        """Arm the deadlines this service fires for a saga that took `step` (and drop the
+        timer of the state it left)."""
+        state = step.target
+        if state is None or not self._own_deadlines:
             return
         # A deadline waits for the saga to leave the state; if this very reaction already
         # emitted the event that leaves it, there is nothing to wait for.
         if emitted is not None and self.machine.step(state, emitted.type).allowed:
             return
-        await conn.execute(delete(tables.timers).where(tables.timers.c.saga_id == saga_id))
+        if step.source not in self._deadline_states and state not in self._deadline_states:
+            # Neither state has a deadline of ours: no timer of this saga can be pending,
+            # but for one a registry edit left behind, which fire_due drops unfired.
+            return
+        await conn.execute(_DROP_TIMERS, {"saga_id": saga_id})
         for index, deadline in self.machine.deadlines_in(state):
             if index in self._own_deadlines:
                 await conn.execute(
@@ -479,6 +490,10 @@ class ServiceRunner:
         await self.bus.publish([record])
         self.metrics.inc("dead_lettered", self.name)
 
+
+# Built once: SQLAlchemy then reuses their compiled form without rebuilding a cache key.
+_QUEUE = insert(tables.outbox)
+_DROP_TIMERS = delete(tables.timers).where(tables.timers.c.saga_id == bindparam("saga_id"))
 
 _INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)
 
