@@ -27,6 +27,9 @@ class Timings:
 
     placed: dict[str, float]
     archived: dict[str, float]
+    placing_s: float
+    """How long placing took (at a fixed rate: more than count / rate if the driver or
+    OMS fell behind the schedule)."""
 
     @property
     def window_s(self) -> float:
@@ -56,6 +59,7 @@ class Driver:
         self.progress = progress
         self._orders = Orders()
         self._placed_total = 0
+        self._placing_s = 0.0
 
     async def warm_up(self, count: int, timeout_s: float) -> None:
         """Place `count` orders as fast as they go and wait until all have ended."""
@@ -69,6 +73,7 @@ class Driver:
         At a fixed rate the schedule is open loop: an order's placement time is the time
         it was due, so a driver or an OMS falling behind shows as latency, not hidden."""
         ids = [f"order-{i:07d}" for i in range(count)]
+        self._placing_s = 0.0
         placed = await self._run(ids, rate, timeout_s, "measured")
         async with self.history.transaction() as conn:
             rows = (
@@ -78,7 +83,7 @@ class Driver:
                     )
                 )
             ).all()
-        return Timings(placed, {r.order_id: r.archived_at for r in rows})
+        return Timings(placed, {r.order_id: r.archived_at for r in rows}, self._placing_s)
 
     async def _run(
         self, ids: list[str], rate: float | None, timeout_s: float, label: str
@@ -111,6 +116,7 @@ class Driver:
 
             await self.oms.initiate(event, effects)
             self._placed_total += 1
+        self._placing_s = loop.time() - start_loop
         return placed
 
     async def _wait(

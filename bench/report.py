@@ -85,6 +85,7 @@ def figures(
             "order placed (due time at a fixed rate) -> final snapshot archived by OrderHistory"
         ),
         "window_s": round(window, 3),
+        "placing_s": round(timings.placing_s, 3),
         "cpu_s": {name: round(s.cpu_s, 2) for name, s in engine.processes.items()},
         "cpu_note": "CPU seconds (user + system) of each service process in the measured run",
         "peak_rss_mb": {name: round(s.peak_rss_mb, 1) for name, s in engine.processes.items()},
