@@ -15,6 +15,8 @@ class ProcessStats:
 
     cpu_s: float
     peak_rss_mb: float
+    rss_growth_mb: float
+    """RSS at the end minus RSS at `mark` (after warm-up): what the measured run added."""
 
 
 class ProcessSampler:
@@ -26,6 +28,7 @@ class ProcessSampler:
         self._procs = {name: psutil.Process(pid) for name, pid in pids.items()}
         self._peak = dict.fromkeys(pids, 0)
         self._cpu_at_start: dict[str, float] = {}
+        self._rss_at_start: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -36,6 +39,7 @@ class ProcessSampler:
     def mark(self) -> None:
         """Count CPU time from now on (start-up and warm-up are then left out)."""
         self._cpu_at_start = {name: _cpu(p) for name, p in self._procs.items()}
+        self._rss_at_start = {name: p.memory_info().rss for name, p in self._procs.items()}
 
     async def stop(self) -> None:
         """Stop sampling (one last sample first)."""
@@ -47,11 +51,14 @@ class ProcessSampler:
             self._task = None
 
     def stats(self) -> dict[str, ProcessStats]:
-        """Per process: CPU seconds since `mark`, and the peak RSS seen, in MB."""
+        """Per process: CPU seconds since `mark`, the peak RSS seen, and the RSS growth
+        since `mark`, in MB."""
+        self._sample()
         return {
             name: ProcessStats(
                 cpu_s=_cpu(p) - self._cpu_at_start.get(name, 0.0),
                 peak_rss_mb=self._peak[name] / 2**20,
+                rss_growth_mb=(p.memory_info().rss - self._rss_at_start.get(name, 0)) / 2**20,
             )
             for name, p in self._procs.items()
         }

@@ -89,6 +89,8 @@ def figures(
         "cpu_s": {name: round(s.cpu_s, 2) for name, s in engine.processes.items()},
         "cpu_note": "CPU seconds (user + system) of each service process in the measured run",
         "peak_rss_mb": {name: round(s.peak_rss_mb, 1) for name, s in engine.processes.items()},
+        "rss_growth_mb": {name: round(s.rss_growth_mb, 1) for name, s in engine.processes.items()},
+        "rss_note": "peak sampled every 0.2 s; growth = RSS at the end - RSS after warm-up",
         "baseline_sagas_per_s": round(baseline.sagas_per_s, 2),
         "ratio": round(sagas_per_s / baseline.sagas_per_s, 4),
         "happy_path": {
