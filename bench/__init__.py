@@ -1,1 +1,2 @@
-"""`python -m bench`: sagas per second and latency of the checkout saga on either bus, against a bare relay chain on the same transport."""
+"""`python -m bench`: sagas per second and latency of the checkout saga on either bus,
+against a bare relay chain on the same transport."""

@@ -11,7 +11,9 @@ from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from engine import sqlite_inline
 from engine.errors import ConfigError, DatabaseUnavailable
 from engine.tables import metadata as engine_metadata
 
@@ -94,7 +96,15 @@ class Database:
 def _make_engine(url: URL) -> AsyncEngine:
     if url.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_size=5, pool_pre_ping=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # One connection, run inline on the loop (`engine.sqlite_inline` says why and what it
+    # trades): the process's transactions on this file take turns at the pool.
+    engine = create_async_engine(
+        url,
+        async_creator=sqlite_inline.connector(url.database or ":memory:", timeout_s=30),
+        poolclass=AsyncAdaptedQueuePool,
+        pool_size=1,
+        max_overflow=0,
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:

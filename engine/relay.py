@@ -12,13 +12,25 @@ import contextlib
 import logging
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from engine import tables
 from engine.bus import Bus, Record
 from engine.database import Database
 
 log = logging.getLogger("saga.relay")
+
+_o = tables.outbox
+# Built once, so SQLAlchemy reuses their compiled form without rebuilding a cache key.
+_UNSENT = (
+    select(_o.c.id, _o.c.topic, _o.c.key, _o.c.headers, _o.c.value)
+    .where(_o.c.sent_at.is_(None))
+    .order_by(_o.c.id)
+    .limit(bindparam("limit"))
+)
+_MARK_SENT = (
+    update(_o).where(_o.c.id.in_(bindparam("ids", expanding=True))).values(sent_at=bindparam("now"))
+)
 
 
 class OutboxRelay:
@@ -62,16 +74,8 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of unsent rows; returns how many were sent."""
-        o = tables.outbox
         async with self.db.transaction() as conn:
-            rows = (
-                await conn.execute(
-                    select(o.c.id, o.c.topic, o.c.key, o.c.headers, o.c.value)
-                    .where(o.c.sent_at.is_(None))
-                    .order_by(o.c.id)
-                    .limit(self.batch)
-                )
-            ).all()
+            rows = (await conn.execute(_UNSENT, {"limit": self.batch})).all()
         if not rows:
             return 0
         await self.bus.publish(
@@ -81,7 +85,5 @@ class OutboxRelay:
             ]
         )
         async with self.db.transaction() as conn:
-            await conn.execute(
-                update(o).where(o.c.id.in_([r.id for r in rows])).values(sent_at=time.time())
-            )
+            await conn.execute(_MARK_SENT, {"ids": [r.id for r in rows], "now": time.time()})
         return len(rows)

@@ -21,18 +21,19 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import pydantic
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from codegen.model import Registry
 from engine import tables
+from engine.batch import NeedsOneByOne, apply_batch, record_size
 from engine.bus import Bus, Delivery, Subscription
 from engine.database import Database
 from engine.deadletter import REPLAYED, dead_letter, one_line
 from engine.envelope import Envelope
 from engine.errors import BadEnvelope, BusUnavailable, DatabaseUnavailable, ForbiddenEmit
-from engine.machine import SagaMachine
+from engine.machine import SagaMachine, Step
 from engine.metrics import Metrics
 
 log = logging.getLogger("saga.runner")
@@ -68,6 +69,8 @@ class RunnerSettings:
     max_record_bytes: int = 1 << 20
     """Larger records are dead-lettered unread (their first 64 KiB kept): no event of a
     registry needs more, and decoding one would cost memory and time for nothing."""
+    batch_transactions: bool = True
+    """Handle a poll batch in one database transaction (see `engine.batch`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,11 @@ class ServiceRunner:
             for i, d in enumerate(registry.state_machine.deadlines)
             if registry.event(d.emit).producer == self.name
         }
+        self._deadline_states = {
+            d.state
+            for i, d in enumerate(registry.state_machine.deadlines)
+            if i in self._own_deadlines
+        }
         spec = registry.service(self.name)
         self._deferring = {r.event for r in spec.reactions if r.defer}
         self._initiates = spec.initiates
@@ -162,15 +170,36 @@ class ServiceRunner:
                 self._subscription = None
 
     async def handle_batch(self, batch: list[Delivery]) -> None:
-        """Handle deliveries in order; never raises for a bad record or a failing reaction."""
+        """Handle deliveries in order; never raises for a bad record or a failing reaction.
+
+        The batch goes in one transaction (`engine.batch`) unless `batch_transactions` is
+        off or something in it needs the one-by-one path; then each delivery gets its own
+        transaction, with retries, dead-lettering and parking."""
+        if self.settings.batch_transactions and len(batch) > 1:
+            try:
+                outcomes = await apply_batch(self, batch)
+            except asyncio.CancelledError:
+                raise
+            except _INFRASTRUCTURE:
+                raise
+            except NeedsOneByOne:
+                pass
+            except Exception as exc:  # a reaction failed: its retries happen one by one
+                log.debug(
+                    "%s: batch of %d falls back to one by one: %s", self.name, len(batch), exc
+                )
+            else:
+                for outcome in outcomes:
+                    self.metrics.inc(outcome, self.name)
+                self._on_committed()
+                return
         for delivery in batch:
             await self.handle(delivery)
         self._on_committed()
 
     async def handle(self, delivery: Delivery) -> str:
         """Handle one delivery; returns what happened (applied, duplicate, skipped, dead)."""
-        rec = delivery.record
-        size = len(rec.value) + len(rec.key) + sum(len(k) + len(v) for k, v in rec.headers)
+        size = record_size(delivery)
         if size > self.settings.max_record_bytes:
             too_large = BadEnvelope(
                 f"record of {size} bytes exceeds the limit of {self.settings.max_record_bytes}"
@@ -179,7 +208,7 @@ class ServiceRunner:
             return "dead"
         try:
             envelope = Envelope.from_record(delivery.record)
-            event = self._decode(envelope)
+            event = self.decode(envelope)
         except BadEnvelope as exc:
             await self._dead_letter(delivery, exc, attempts=0)
             return "dead"
@@ -219,7 +248,8 @@ class ServiceRunner:
                 self.metrics.inc("retried", self.name)
                 await asyncio.sleep(delay)
 
-    def _decode(self, envelope: Envelope) -> Any:
+    def decode(self, envelope: Envelope) -> Any:
+        """The typed event of `envelope`; raises `BadEnvelope` if it is not one."""
         cls = self.event_types.get(envelope.type)
         if cls is None:
             raise BadEnvelope(f"unknown event type {envelope.type!r}")
@@ -289,20 +319,24 @@ class ServiceRunner:
                 .where(tables.saga_state.c.saga_id == env.saga_id)
                 .values(state=step.target, updated_at=now)
             )
-        handler = self._handlers.get(env.type)
-        emitted = None
-        if handler is not None:
-            result = await handler(event, _Context(env.saga_id, env.id, self.name, conn))
-            emitted = await self._emit(conn, env, result, now)
-        # A deadline waits for the saga to leave the state; if this very reaction already
-        # emitted the event that leaves it, there is nothing to wait for.
-        if emitted is None or not self.machine.step(step.target, emitted).allowed:
-            await self._arm_deadlines(conn, env.saga_id, step.target, now)
+        emitted = await self.react(conn, env, event)
+        if emitted is not None:
+            await self.write_outbox(conn, emitted, now)
+        await self.arm_deadlines(conn, env.saga_id, step, emitted, now)
         return "applied"
 
-    async def _emit(
-        self, conn: AsyncConnection, cause: Envelope, emitted: Any, now: float
-    ) -> str | None:
+    async def react(self, conn: AsyncConnection, env: Envelope, event: Any) -> Envelope | None:
+        """Run this service's reaction to `env`, if it has one, inside `conn`'s transaction;
+        returns the envelope of what it emits (checked, not yet written to the outbox)."""
+        handler = self._handlers.get(env.type)
+        if handler is None:
+            return None
+        result = await handler(event, _Context(env.saga_id, env.id, self.name, conn))
+        return self.emitted_envelope(env, result)
+
+    def emitted_envelope(self, cause: Envelope, emitted: Any) -> Envelope | None:
+        """The envelope of what a reaction to `cause` returned (None for nothing);
+        raises `ForbiddenEmit` if the registry does not allow it."""
         allowed = self._reactions.get(cause.type, ())
         if emitted is None:
             if allowed and cause.type not in self._deferring:
@@ -322,18 +356,13 @@ class ServiceRunner:
                 f"{self.name} emitted {kind} for saga {emitted.saga_id()!r} "
                 f"while handling saga {cause.saga_id!r}"
             )
-        await self.write_outbox(
-            conn,
-            Envelope.new(
-                type=kind,
-                source=self.source,
-                saga_id=cause.saga_id,
-                data=emitted.to_json(),
-                cause=cause,
-            ),
-            now,
+        return Envelope.new(
+            type=kind,
+            source=self.source,
+            saga_id=cause.saga_id,
+            data=emitted.to_json(),
+            cause=cause,
         )
-        return str(kind)
 
     async def initiate(
         self,
@@ -378,25 +407,43 @@ class ServiceRunner:
 
     async def write_outbox(self, conn: AsyncConnection, env: Envelope, now: float) -> None:
         """Queue `env` for the relay inside the caller's transaction."""
-        record = env.to_record(self.topic)
-        await conn.execute(
-            insert(tables.outbox).values(
-                event_id=env.id,
-                topic=record.topic,
-                key=record.key,
-                headers=[[k, v.decode()] for k, v in record.headers],
-                value=record.value,
-                created_at=now,
-                sent_at=None,
-            )
-        )
+        await conn.execute(_QUEUE, self.outbox_row(env, now))
 
-    async def _arm_deadlines(
-        self, conn: AsyncConnection, saga_id: str, state: str, now: float
+    def outbox_row(self, env: Envelope, now: float) -> dict[str, Any]:
+        """The outbox row that queues `env` for the relay."""
+        record = env.to_record(self.topic)
+        return {
+            "event_id": env.id,
+            "topic": record.topic,
+            "key": record.key,
+            "headers": [[k, v.decode()] for k, v in record.headers],
+            "value": record.value,
+            "created_at": now,
+            "sent_at": None,
+        }
+
+    async def arm_deadlines(
+        self,
+        conn: AsyncConnection,
+        saga_id: str,
+        step: Step,
+        emitted: Envelope | None,
+        now: float,
     ) -> None:
-        if not self._own_deadlines:
+        """Arm the deadlines this service fires for a saga that took `step` (and drop the
+        timer of the state it left)."""
+        state = step.target
+        if state is None or not self._own_deadlines:
             return
-        await conn.execute(delete(tables.timers).where(tables.timers.c.saga_id == saga_id))
+        # A deadline waits for the saga to leave the state; if this very reaction already
+        # emitted the event that leaves it, there is nothing to wait for.
+        if emitted is not None and self.machine.step(state, emitted.type).allowed:
+            return
+        if step.source not in self._deadline_states and state not in self._deadline_states:
+            # Neither state has a deadline of ours: no timer of this saga can be pending,
+            # but for one a registry edit left behind, which fire_due drops unfired.
+            return
+        await conn.execute(_DROP_TIMERS, {"saga_id": saga_id})
         for index, deadline in self.machine.deadlines_in(state):
             if index in self._own_deadlines:
                 await conn.execute(
@@ -461,6 +508,11 @@ class ServiceRunner:
 # What a dead-lettered oversized record keeps: enough to see what it was, small enough for
 # any broker's default message size limit.
 _KEEP_BYTES = 64 << 10
+
+# Built once: SQLAlchemy then reuses their compiled form without rebuilding a cache key.
+_QUEUE = insert(tables.outbox)
+_DROP_TIMERS = delete(tables.timers).where(tables.timers.c.saga_id == bindparam("saga_id"))
+
 _INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)
 
 

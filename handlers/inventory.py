@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.reaction import ReactionContext
@@ -44,6 +55,18 @@ reservations = Table(
     Column("status", String(16), nullable=False),  # held | released
 )
 
+# Statements built once: run for every order, they skip SQLAlchemy's per-call rebuild.
+_STOCK_OF = select(stock).where(stock.c.sku.in_(bindparam("skus", expanding=True)))
+_MOVE = (  # reserve: from the shelf to the reserved pile
+    update(stock)
+    .where(stock.c.sku == bindparam("b_sku"))
+    .values(
+        on_hand=stock.c.on_hand - bindparam("b_quantity"),
+        reserved=stock.c.reserved + bindparam("b_quantity"),
+    )
+)
+_RESERVE = insert(reservations)
+
 
 async def seed_stock(conn: AsyncConnection, on_hand: int = INITIAL_STOCK) -> None:
     """Fill an empty warehouse with the catalogue (the sold-out item at zero)."""
@@ -73,11 +96,7 @@ class Inventory(InventoryBase):
     ) -> InventoryReserved | InventoryReservationFailed:
         rows = {
             r.sku: r
-            for r in (
-                await ctx.db.execute(
-                    select(stock).where(stock.c.sku.in_([i.sku for i in event.items]))
-                )
-            ).all()
+            for r in (await ctx.db.execute(_STOCK_OF, {"skus": [i.sku for i in event.items]}))
         }
 
         def refuse(reason: Refusal, detail: str) -> InventoryReservationFailed:
@@ -99,20 +118,18 @@ class Inventory(InventoryBase):
         for sku, quantity in wanted.items():
             if rows[sku].on_hand < quantity:
                 return refuse("out_of_stock", f"{sku}: {rows[sku].on_hand} left, {quantity} wanted")
-        for sku, quantity in wanted.items():
-            await ctx.db.execute(
-                update(stock)
-                .where(stock.c.sku == sku)
-                .values(on_hand=stock.c.on_hand - quantity, reserved=stock.c.reserved + quantity)
-            )
+        await ctx.db.execute(
+            _MOVE, [{"b_sku": sku, "b_quantity": q} for sku, q in sorted(wanted.items())]
+        )
         reservation_id = f"res-{event.order_id}"
         await ctx.db.execute(
-            insert(reservations).values(
-                order_id=event.order_id,
-                reservation_id=reservation_id,
-                lines=sorted(wanted.items()),
-                status="held",
-            )
+            _RESERVE,
+            {
+                "order_id": event.order_id,
+                "reservation_id": reservation_id,
+                "lines": sorted(wanted.items()),
+                "status": "held",
+            },
         )
         return InventoryReserved(
             order_id=event.order_id,

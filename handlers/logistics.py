@@ -22,6 +22,8 @@ deliveries = Table(
     Column("delivery_id", String(64), nullable=True),
     Column("status", String(16), nullable=False),  # scheduled | failed
 )
+# Built once: run for every order, it skips SQLAlchemy's per-call rebuild.
+_BOOK = insert(deliveries)
 
 
 class Logistics(LogisticsBase):
@@ -48,9 +50,7 @@ class Logistics(LogisticsBase):
             )
         delivery_id = f"dlv-{event.order_id}"
         await ctx.db.execute(
-            insert(deliveries).values(
-                order_id=event.order_id, delivery_id=delivery_id, status="scheduled"
-            )
+            _BOOK, {"order_id": event.order_id, "delivery_id": delivery_id, "status": "scheduled"}
         )
         return DeliveryScheduled(
             order_id=event.order_id, delivery_id=delivery_id, carrier="ACME Parcel", eta_days=2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, insert, update
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.reaction import ReactionContext
@@ -36,6 +36,12 @@ orders = Table(
     Column("placed_at", Float, nullable=False),
 )
 
+# Statements built once: run for every order, they skip SQLAlchemy's per-call rebuild.
+_PLACE = insert(orders)
+_COMPLETE = (
+    update(orders).where(orders.c.order_id == bindparam("b_order")).values(status="completed")
+)
+
 
 def new_order(
     order_id: str, customer_id: str, lines: list[tuple[str, int, int]], currency: str
@@ -55,14 +61,15 @@ def new_order(
 async def record_order(conn: AsyncConnection, event: OrderCreated) -> None:
     """Write the order row; run it in the transaction that initiates `event`."""
     await conn.execute(
-        insert(orders).values(
-            order_id=event.order_id,
-            customer_id=event.customer_id,
-            total=event.total,
-            currency=event.currency,
-            status="placed",
-            placed_at=time.time(),
-        )
+        _PLACE,
+        {
+            "order_id": event.order_id,
+            "customer_id": event.customer_id,
+            "total": event.total,
+            "currency": event.currency,
+            "status": "placed",
+            "placed_at": time.time(),
+        },
     )
 
 
@@ -82,9 +89,7 @@ class OMS(OMSBase):
         return await _cancel(ctx.db, event.order_id, event.cause, event.reason)
 
     async def on_delivery_scheduled(self, event: DeliveryScheduled, ctx: ReactionContext) -> None:
-        await ctx.db.execute(
-            update(orders).where(orders.c.order_id == event.order_id).values(status="completed")
-        )
+        await ctx.db.execute(_COMPLETE, {"b_order": event.order_id})
 
 
 async def _cancel(conn: AsyncConnection, order_id: str, cause: str, reason: str) -> OrderCancelled:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     insert,
     select,
 )
@@ -97,26 +98,31 @@ class OrderHistory(OrderHistoryBase):
         await _archive(ctx.db, event.order_id, "cancelled")
 
 
+# Statements built once: run for every event, they skip SQLAlchemy's per-call rebuild.
+_NOTE = insert(timeline)
+_TIMELINE = (
+    select(timeline.c.event_type, timeline.c.payload)
+    .where(timeline.c.order_id == bindparam("order_id"))
+    .order_by(timeline.c.id)
+)
+_ARCHIVE = insert(archive)
+
+
 async def _note(ctx: ReactionContext, event: Any) -> None:
     await ctx.db.execute(
-        insert(timeline).values(
-            order_id=ctx.saga_id,
-            event_type=event.event_type,
-            event_id=ctx.event_id,
-            payload=event.to_dict(),
-            at=time.time(),
-        )
+        _NOTE,
+        {
+            "order_id": ctx.saga_id,
+            "event_type": event.event_type,
+            "event_id": ctx.event_id,
+            "payload": event.to_dict(),
+            "at": time.time(),
+        },
     )
 
 
 async def _archive(conn: AsyncConnection, order_id: str, status: str) -> None:
-    rows = (
-        await conn.execute(
-            select(timeline.c.event_type, timeline.c.payload)
-            .where(timeline.c.order_id == order_id)
-            .order_by(timeline.c.id)
-        )
-    ).all()
+    rows = (await conn.execute(_TIMELINE, {"order_id": order_id})).all()
     events = [r.event_type for r in rows]
     created: dict[str, Any] = next((r.payload for r in rows if r.event_type == "OrderCreated"), {})
     last: dict[str, Any] = rows[-1].payload if rows else {}
@@ -133,7 +139,6 @@ async def _archive(conn: AsyncConnection, order_id: str, status: str) -> None:
         "reason": last.get("reason") if status == "cancelled" else None,
     }
     await conn.execute(
-        insert(archive).values(
-            order_id=order_id, status=status, snapshot=snapshot, archived_at=time.time()
-        )
+        _ARCHIVE,
+        {"order_id": order_id, "status": status, "snapshot": snapshot, "archived_at": time.time()},
     )

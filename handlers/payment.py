@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     insert,
     select,
     update,
@@ -52,6 +53,15 @@ ledger = Table(
     UniqueConstraint("order_id", "kind"),
 )
 
+# Statements built once: run for every order, they skip SQLAlchemy's per-call rebuild.
+_BALANCE = select(accounts.c.balance).where(accounts.c.customer_id == bindparam("b_customer"))
+_DEBIT = (
+    update(accounts)
+    .where(accounts.c.customer_id == bindparam("b_customer"))
+    .values(balance=accounts.c.balance - bindparam("b_amount"))
+)
+_BOOK = insert(ledger)
+
 
 async def open_account(conn: AsyncConnection, customer_id: str, balance: int) -> None:
     """Open `customer_id`'s account with `balance`, unless it exists."""
@@ -81,28 +91,23 @@ class Payment(PaymentBase):
                 reason="bank_error",
                 detail="the bank refused the transaction",
             )
-        balance = await ctx.db.scalar(
-            select(accounts.c.balance).where(accounts.c.customer_id == event.customer_id)
-        )
+        balance = await ctx.db.scalar(_BALANCE, {"b_customer": event.customer_id})
         if balance is None or balance < event.total:
             return PaymentFailed(
                 order_id=event.order_id,
                 reason="insufficient_funds",
                 detail=f"balance {balance or 0}, total {event.total}",
             )
+        await ctx.db.execute(_DEBIT, {"b_customer": event.customer_id, "b_amount": event.total})
         await ctx.db.execute(
-            update(accounts)
-            .where(accounts.c.customer_id == event.customer_id)
-            .values(balance=accounts.c.balance - event.total)
-        )
-        await ctx.db.execute(
-            insert(ledger).values(
-                order_id=event.order_id,
-                customer_id=event.customer_id,
-                kind="charge",
-                amount=event.total,
-                currency=event.currency,
-            )
+            _BOOK,
+            {
+                "order_id": event.order_id,
+                "customer_id": event.customer_id,
+                "kind": "charge",
+                "amount": event.total,
+                "currency": event.currency,
+            },
         )
         return PaymentSucceeded(
             order_id=event.order_id,

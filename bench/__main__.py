@@ -1,0 +1,137 @@
+"""`python -m bench --bus embedded|kafka --sagas N [--rate R] [--json PATH]`.
+
+Runs the checkout saga with the real services (warm-up first, then N measured sagas),
+then the bare relay chain on the same bus, and prints and writes the figures. A bad
+command line is one line on stderr and exit status 2; a run that fails, one line and 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bench import baseline
+from bench.engine_run import ROOT, Load, run_embedded, run_kafka
+from bench.errors import BenchError
+from bench.report import figures, table, write_json
+from bench.scenario import fresh_registry, happy_path
+from codegen import CodegenError
+from engine.errors import EngineError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see python -m bench --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m bench",
+        description="Sagas per second and latency of the checkout saga, against the bare "
+        "transport on the same bus.",
+    )
+    p.add_argument("--bus", required=True, choices=("embedded", "kafka"))
+    p.add_argument("--sagas", required=True, type=_positive_int, help="measured sagas")
+    p.add_argument(
+        "--rate", type=_positive_float, help="arrival rate, sagas/s (default: as fast as they go)"
+    )
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument(
+        "--warmup", type=int, help="sagas run before measuring (default: min(200, N/10))"
+    )
+    p.add_argument(
+        "--bootstrap",
+        default=os.environ.get("SAGA_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        help="Kafka HOST:PORT (default: $SAGA_KAFKA_BOOTSTRAP or 127.0.0.1:9092)",
+    )
+    p.add_argument("--registry", type=Path, default=ROOT / "registry" / "saga.yaml")
+    p.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per phase")
+    p.add_argument("--keep", action="store_true", help="keep the databases and logs")
+    return p
+
+
+async def _bench(args: argparse.Namespace, state: Path) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    registry_path, registry = fresh_registry(args.registry, run_id, state)
+    path = happy_path(registry)
+    warmup = min(200, args.sagas // 10) if args.warmup is None else args.warmup
+    load = Load(args.sagas, warmup, args.rate, args.timeout)
+    partitions = registry.events_topic.partitions
+    topic = f"bench-{run_id}.baseline"
+    print(
+        f"bench {run_id}: {args.sagas} sagas on {args.bus}, happy path "
+        f"{' -> '.join(path.events)} ({path.hops} consumer hops); state in {state}",
+        file=sys.stderr,
+    )
+    if args.bus == "embedded":
+        engine = await run_embedded(registry, registry_path, state, load)
+        print("  engine done; baseline (bare relay chain)...", file=sys.stderr)
+        base = await baseline.run_embedded(
+            state / "baseline.db", topic, partitions, path, args.sagas, warmup, args.timeout
+        )
+    else:
+        engine = await run_kafka(registry, registry_path, state, args.bootstrap, load)
+        print("  engine done; baseline (bare relay chain)...", file=sys.stderr)
+        base = await baseline.run_kafka(
+            args.bootstrap, topic, partitions, path, args.sagas, max(warmup, 1), args.timeout
+        )
+    return figures(args.bus, args.rate, warmup, path, engine, base)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark; exit 0 with the figures, 1 if the run failed, 2 on bad usage."""
+    args = _parser().parse_args(argv)
+    if args.warmup is not None and args.warmup < 0:
+        _parser().error(f"--warmup {args.warmup}: must be 0 or more")
+    if not args.registry.is_file():
+        _parser().error(f"--registry {args.registry}: no such file")
+    state = Path(tempfile.mkdtemp(prefix="saga-bench-"))
+    ok = False
+    try:
+        doc = asyncio.run(_bench(args, state))
+        ok = True
+    except (BenchError, EngineError, CodegenError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {first} (state kept in {state})", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"bench: interrupted (state kept in {state})", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        if ok and not args.keep:
+            shutil.rmtree(state, ignore_errors=True)
+    print(table(doc))
+    if args.json:
+        write_json(doc, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

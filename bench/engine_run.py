@@ -1,0 +1,171 @@
+"""The engine under load: the checkout's real services, warm-up first, then the measured
+sagas.
+
+- embedded: every service in this one process (as `saga demo` runs them), a fresh
+  embedded log and one SQLite database per service in a temporary folder.
+- kafka: each service in its own OS process (`python -m engine.cli run NAME`, as in
+  production), fresh topics on the broker; this process only places orders and reads
+  OrderHistory's archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bench.driver import Driver, Timings
+from bench.errors import BenchError
+from bench.procstats import ProcessSampler, ProcessStats
+from bench.scenario import CUSTOMERS, FINAL_SERVICE
+from codegen.model import Registry
+from engine.app import Application
+from engine.config import Settings
+from engine.runner import RunnerSettings
+from handlers.shop import Shop
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The project root: the services' code (`handlers/`) is found from there."""
+
+ALL_SERVICES = "all-services"
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """How much to run and how."""
+
+    sagas: int
+    warmup: int
+    rate: float | None
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class EngineResult:
+    """The measured sagas' timings and what each service process used."""
+
+    timings: Timings
+    processes: dict[str, ProcessStats]
+
+
+async def run_embedded(
+    registry: Registry, registry_path: Path, state: Path, load: Load
+) -> EngineResult:
+    """Every service in this process on an embedded log in `state`."""
+    settings = Settings(
+        registry=str(registry_path),
+        bus=f"embedded:{state}/bus.db",
+        db=f"sqlite:///{state}/{{service}}.db",
+        runner=RunnerSettings(poll_timeout_s=0.05),
+    )
+    app = Application(settings, registry=registry)
+    stop = asyncio.Event()
+    try:
+        await app.start()
+        running = asyncio.create_task(app.run(stop), name="bench.app")
+        shop = Shop(app)
+        await shop.seed(CUSTOMERS)
+
+        def check() -> None:
+            if running.done():
+                raise BenchError(f"the services stopped: {running.exception()!r}")
+
+        driver = Driver(shop.parts["OMS"].runner, shop.parts[FINAL_SERVICE].db, check=check)
+        sampler = ProcessSampler({ALL_SERVICES: os.getpid()})
+        await sampler.start()
+        await driver.warm_up(load.warmup, load.timeout_s)
+        sampler.mark()
+        timings = await driver.measure(load.sagas, load.rate, load.timeout_s)
+        processes = sampler.stats()
+        await sampler.stop()
+        stop.set()
+        await running
+        return EngineResult(timings, processes)
+    finally:
+        stop.set()
+        await app.stop()
+
+
+async def run_kafka(
+    registry: Registry, registry_path: Path, state: Path, bootstrap: str, load: Load
+) -> EngineResult:
+    """Each service in its own OS process on Kafka at `bootstrap`; logs go to `state`."""
+    bus = f"kafka://{bootstrap}"
+    db = f"sqlite:///{state}/{{service}}.db"
+    # The driver's own view: OMS to place orders, OrderHistory to see them end, Inventory
+    # and Payment to seed stock and accounts. It never runs them: the processes do.
+    app = Application(
+        Settings(
+            registry=str(registry_path),
+            bus=bus,
+            db=db,
+            services=("OMS", "Inventory", "Payment", FINAL_SERVICE),
+        ),
+        registry=registry,
+    )
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: list[IO[bytes]] = []
+    try:
+        await app.start()
+        shop = Shop(app)
+        await shop.seed(CUSTOMERS)
+        env = {
+            **os.environ,
+            "SAGA_REGISTRY": str(registry_path),
+            "SAGA_BUS": bus,
+            "SAGA_DB_URL": db,
+            "SAGA_LOG_LEVEL": "WARNING",
+        }
+        for service in registry.services:
+            log: IO[bytes] = (state / f"{service.name}.log").open("wb")
+            logs.append(log)
+            # Log files, not pipes: a service blocked on a full pipe would stall the run.
+            procs[service.name] = subprocess.Popen(
+                [sys.executable, "-m", "engine.cli", "run", service.name],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+        def check() -> None:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    tail = (state / f"{name}.log").read_text(errors="replace").strip()
+                    last = tail.splitlines()[-1] if tail else "no output"
+                    raise BenchError(f"service {name} exited ({proc.returncode}): {last}")
+
+        driver = Driver(shop.parts["OMS"].runner, shop.parts[FINAL_SERVICE].db, check=check)
+        sampler = ProcessSampler({name: p.pid for name, p in procs.items()})
+        await sampler.start()
+        # The warm-up also waits for every consumer group to be joined: at least one saga.
+        await driver.warm_up(max(load.warmup, 1), load.timeout_s)
+        sampler.mark()
+        timings = await driver.measure(load.sagas, load.rate, load.timeout_s)
+        processes = sampler.stats()  # CPU times can only be read before they exit
+        await sampler.stop()
+        return EngineResult(timings, processes)
+    finally:
+        await _stop_all(procs)
+        for log in logs:
+            log.close()
+        await app.stop()
+
+
+async def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs.values():
+        for _ in range(300):
+            if proc.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            proc.kill()
+            proc.wait()

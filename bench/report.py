@@ -1,0 +1,136 @@
+"""The benchmark's figures: computed from a run, printed as a table, written as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.baseline import BaselineResult
+from bench.engine_run import EngineResult
+from bench.scenario import HappyPath
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The `q`-th percentile (0..100) of `values`, linearly interpolated."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were taken: CPUs, CPU model, memory, Python, and the load
+    average at the end (other work on the machine skews every figure)."""
+    model = platform.processor() or platform.machine()
+    memory_gb = 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory_gb = int(line.split()[1]) / 2**20
+                break
+    except OSError:
+        pass
+    return {
+        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(memory_gb, 1),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def figures(
+    bus: str,
+    rate: float | None,
+    warmup: int,
+    path: HappyPath,
+    engine: EngineResult,
+    baseline: BaselineResult,
+) -> dict[str, Any]:
+    """The JSON document of one run (every key of issue 5, and context)."""
+    timings = engine.timings
+    window = timings.window_s
+    sagas = len(timings.placed)
+    sagas_per_s = sagas / window
+    latencies = timings.latencies_ms()
+    return {
+        "bus": bus,
+        "sagas": sagas,
+        "rate": rate,
+        "warmup": warmup,
+        "sagas_per_s": round(sagas_per_s, 2),
+        "events_per_s": round(sagas_per_s * len(path.events), 1),
+        "events_per_s_note": (
+            f"derived: {len(path.events)} events per happy-path saga "
+            f"({', '.join(path.events)}) x sagas / measured window"
+        ),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p95_ms": round(percentile(latencies, 95), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "max_ms": round(max(latencies), 1),
+        "latency_note": (
+            "order placed (due time at a fixed rate) -> final snapshot archived by OrderHistory"
+        ),
+        "window_s": round(window, 3),
+        "placing_s": round(timings.placing_s, 3),
+        "cpu_s": {name: round(s.cpu_s, 2) for name, s in engine.processes.items()},
+        "cpu_note": "CPU seconds (user + system) of each service process in the measured run",
+        "peak_rss_mb": {name: round(s.peak_rss_mb, 1) for name, s in engine.processes.items()},
+        "rss_growth_mb": {name: round(s.rss_growth_mb, 1) for name, s in engine.processes.items()},
+        "rss_note": "peak sampled every 0.2 s; growth = RSS at the end - RSS after warm-up",
+        "baseline_sagas_per_s": round(baseline.sagas_per_s, 2),
+        "ratio": round(sagas_per_s / baseline.sagas_per_s, 4),
+        "happy_path": {
+            "events": list(path.events),
+            "relays": list(path.relays),
+            "consumer_hops": path.hops,
+        },
+        "baseline": {"sagas": baseline.sagas, "seconds": round(baseline.seconds, 3)},
+        "machine": machine(),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The figures as a small plain-text table."""
+    rate = f"{doc['rate']:g}/s" if doc["rate"] else "as fast as they go"
+    rows = [
+        ("bus", doc["bus"]),
+        ("sagas (after warm-up)", f"{doc['sagas']} ({rate}, warm-up {doc['warmup']})"),
+        ("sagas/s", f"{doc['sagas_per_s']:.1f}"),
+        ("events/s", f"{doc['events_per_s']:.1f}"),
+        (
+            "latency p50/p95/p99",
+            f"{doc['p50_ms']:.0f} / {doc['p95_ms']:.0f} / {doc['p99_ms']:.0f} ms",
+        ),
+        ("baseline sagas/s", f"{doc['baseline_sagas_per_s']:.1f}"),
+        ("ratio", f"{doc['ratio']:.3f}"),
+    ]
+    for name in doc["cpu_s"]:
+        rows.append(
+            (
+                f"  {name}",
+                f"cpu {doc['cpu_s'][name]:.1f} s, peak rss {doc['peak_rss_mb'][name]:.0f} MB",
+            )
+        )
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    """Write `doc` to `path` (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
