@@ -123,7 +123,8 @@ def table(doc: dict[str, Any]) -> str:
         rows.append(
             (
                 f"  {name}",
-                f"cpu {doc['cpu_s'][name]:.1f} s, peak rss {doc['peak_rss_mb'][name]:.0f} MB",
+                f"cpu {doc['cpu_s'][name]:.1f} s, peak rss {doc['peak_rss_mb'][name]:.0f} MB"
+                f" ({doc['rss_growth_mb'][name]:+.1f} MB over the measured run)",
             )
         )
     width = max(len(k) for k, _ in rows)

@@ -127,7 +127,7 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
             emitted = await runner.react(conn, env, event)
             if emitted is not None:
                 outbox_rows.append(runner.outbox_row(emitted, now))
-            await runner.arm_deadlines(conn, env.saga_id, step, emitted, now)
+            await runner.deadlines.arm(conn, env.saga_id, step, emitted, now)
             outcomes.append("applied")
         # The engine's own rows, in bulk; outbox rows keep delivery order (their ids give
         # the relay's publishing order).

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import pydantic
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,11 +30,13 @@ from engine import tables
 from engine.batch import NeedsOneByOne, apply_batch, record_size
 from engine.bus import Bus, Delivery, Subscription
 from engine.database import Database
-from engine.deadletter import REPLAYED, dead_letter, one_line
+from engine.deadletter import dead_letter, one_line
+from engine.deadlines import DeadlineArming
 from engine.envelope import Envelope
 from engine.errors import BadEnvelope, BusUnavailable, DatabaseUnavailable, ForbiddenEmit
-from engine.machine import SagaMachine, Step
+from engine.machine import SagaMachine
 from engine.metrics import Metrics
+from engine.parking import Parked, is_parked, park
 
 log = logging.getLogger("saga.runner")
 
@@ -113,17 +115,7 @@ class ServiceRunner:
         self._handlers: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
             event: getattr(service, method) for event, method in service.handler_names.items()
         }
-        # The deadlines this service fires: those whose event it produces.
-        self._own_deadlines = {
-            i
-            for i, d in enumerate(registry.state_machine.deadlines)
-            if registry.event(d.emit).producer == self.name
-        }
-        self._deadline_states = {
-            d.state
-            for i, d in enumerate(registry.state_machine.deadlines)
-            if i in self._own_deadlines
-        }
+        self.deadlines = DeadlineArming(registry, self.name, self.machine)
         spec = registry.service(self.name)
         self._deferring = {r.event for r in spec.reactions if r.defer}
         self._initiates = spec.initiates
@@ -222,7 +214,7 @@ class ServiceRunner:
                 return outcome
             except asyncio.CancelledError:
                 raise
-            except _Parked as exc:
+            except Parked as exc:
                 await self._dead_letter(delivery, exc, attempts=0)
                 return "dead"
             except _INFRASTRUCTURE:
@@ -240,7 +232,7 @@ class ServiceRunner:
                         exc,
                     )
                     await self._dead_letter(delivery, exc, attempts=attempt)
-                    await self._park(envelope, exc)
+                    await park(self.db, envelope, exc)
                     return "dead"
                 delay = min(
                     self.settings.backoff_s * 2 ** (attempt - 1), self.settings.backoff_max_s
@@ -281,8 +273,8 @@ class ServiceRunner:
         if seen is not None:
             await self._skip(conn, env, None, "duplicate", now)
             return "duplicate"
-        if await self._is_parked(conn, env, delivery):
-            raise _Parked
+        if await is_parked(conn, env, delivery):
+            raise Parked
         await conn.execute(
             insert(tables.inbox).values(
                 event_id=env.id,
@@ -322,7 +314,7 @@ class ServiceRunner:
         emitted = await self.react(conn, env, event)
         if emitted is not None:
             await self.write_outbox(conn, emitted, now)
-        await self.arm_deadlines(conn, env.saga_id, step, emitted, now)
+        await self.deadlines.arm(conn, env.saga_id, step, emitted, now)
         return "applied"
 
     async def react(self, conn: AsyncConnection, env: Envelope, event: Any) -> Envelope | None:
@@ -386,7 +378,7 @@ class ServiceRunner:
         env = Envelope.new(
             type=kind, source=self.source, saga_id=event.saga_id(), data=event.to_json()
         )
-        deferred_answer = kind not in self._initiates and bool(self._own_deadlines)
+        deferred_answer = kind not in self._initiates and bool(self.deadlines.own)
         async with self.db.transaction() as conn:
             if deferred_answer:
                 # Whoever deletes the timer row owns the saga's answer: this answer or the
@@ -422,36 +414,6 @@ class ServiceRunner:
             "sent_at": None,
         }
 
-    async def arm_deadlines(
-        self,
-        conn: AsyncConnection,
-        saga_id: str,
-        step: Step,
-        emitted: Envelope | None,
-        now: float,
-    ) -> None:
-        """Arm the deadlines this service fires for a saga that took `step` (and drop the
-        timer of the state it left)."""
-        state = step.target
-        if state is None or not self._own_deadlines:
-            return
-        # A deadline waits for the saga to leave the state; if this very reaction already
-        # emitted the event that leaves it, there is nothing to wait for.
-        if emitted is not None and self.machine.step(state, emitted.type).allowed:
-            return
-        if step.source not in self._deadline_states and state not in self._deadline_states:
-            # Neither state has a deadline of ours: no timer of this saga can be pending,
-            # but for one a registry edit left behind, which fire_due drops unfired.
-            return
-        await conn.execute(_DROP_TIMERS, {"saga_id": saga_id})
-        for index, deadline in self.machine.deadlines_in(state):
-            if index in self._own_deadlines:
-                await conn.execute(
-                    insert(tables.timers).values(
-                        saga_id=saga_id, deadline=index, state=state, due_at=now + deadline.within_s
-                    )
-                )
-
     async def _skip(
         self, conn: AsyncConnection, env: Envelope, state: str | None, reason: str, now: float
     ) -> None:
@@ -465,35 +427,6 @@ class ServiceRunner:
                 at=now,
             )
         )
-
-    async def _is_parked(self, conn: AsyncConnection, env: Envelope, delivery: Delivery) -> bool:
-        row = (
-            await conn.execute(
-                select(tables.parked.c.event_id).where(tables.parked.c.saga_id == env.saga_id)
-            )
-        ).first()
-        if row is None:
-            return False
-        if delivery.record.header(REPLAYED) and row.event_id == env.id:
-            # The event that parked the saga is back from the dead-letter topic: resume.
-            await conn.execute(delete(tables.parked).where(tables.parked.c.saga_id == env.saga_id))
-            return False
-        return True
-
-    async def _park(self, env: Envelope, exc: BaseException) -> None:
-        async with self.db.transaction() as conn:
-            exists = await conn.scalar(
-                select(tables.parked.c.saga_id).where(tables.parked.c.saga_id == env.saga_id)
-            )
-            if exists is None:
-                await conn.execute(
-                    insert(tables.parked).values(
-                        saga_id=env.saga_id,
-                        event_id=env.id,
-                        error=one_line(exc)[:2000],
-                        at=time.time(),
-                    )
-                )
 
     async def _dead_letter(
         self, delivery: Delivery, exc: BaseException, attempts: int, keep_bytes: int | None = None
@@ -511,7 +444,6 @@ _KEEP_BYTES = 64 << 10
 
 # Built once: SQLAlchemy then reuses their compiled form without rebuilding a cache key.
 _QUEUE = insert(tables.outbox)
-_DROP_TIMERS = delete(tables.timers).where(tables.timers.c.saga_id == bindparam("saga_id"))
 
 _INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)
 
@@ -519,10 +451,3 @@ _INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUna
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-
-
-class _Parked(Exception):
-    """The saga is parked here after an earlier failure; this event waits behind it."""
-
-    def __str__(self) -> str:
-        return "saga parked after an earlier failure of this service; replay it first"
