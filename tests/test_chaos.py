@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from sqlalchemy import delete, insert, select, text, update
 
 from chaos.checker import Verdict, check
+from chaos.cluster import Broker
 from engine.app import Application
 from engine.buses import EmbeddedBus
 from engine.config import Settings
@@ -94,6 +97,44 @@ def test_chaos_on_kafka_with_a_broker_restart_loses_and_doubles_nothing(
     )  # fmt: skip
     _assert_survived(code, report, output, 250)
     assert (report["kills"], report["broker_restarts"]) == (6, 1)
+
+
+def test_a_service_started_before_its_broker_waits_for_it(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    # A service restarted while the broker restarts must come up once the broker does,
+    # not exit (`saga run --wait-for-bus`).
+    broker = Broker(tmp_path / "kafka")
+    env = {
+        **os.environ,
+        "SAGA_BUS": f"kafka://{broker.bootstrap}",
+        "SAGA_DB_URL": f"sqlite:///{tmp_path}/{{service}}.db",
+        "SAGA_WAIT_FOR_BUS": "120",
+    }
+    log = tmp_path / "cart.log"
+    with log.open("w") as out:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "run", "Cart"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(3)
+        assert service.poll() is None, log.read_text()
+        broker.start()
+        deadline = time.monotonic() + 60
+        while "saga run: Cart on" not in log.read_text() and time.monotonic() < deadline:
+            assert service.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert "trying again" in log.read_text()
+        assert "saga run: Cart on" in log.read_text(), log.read_text()
+    finally:
+        service.send_signal(signal.SIGTERM)
+        code = service.wait(timeout=60)
+        broker.stop()
+    assert code == 0, log.read_text()
 
 
 def test_chaos_refuses_a_broker_restart_without_kafka(tmp_path: Path) -> None:
