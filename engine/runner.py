@@ -402,8 +402,16 @@ class ServiceRunner:
         await conn.execute(_QUEUE, self.outbox_row(env, now))
 
     def outbox_row(self, env: Envelope, now: float) -> dict[str, Any]:
-        """The outbox row that queues `env` for the relay."""
+        """The outbox row that queues `env` for the relay; raises `ForbiddenEmit` for a
+        record larger than consumers take (it would sit in the outbox, unsendable or
+        dead-lettered by every consumer: better refused while the cause can be retried)."""
         record = env.to_record(self.topic)
+        size = len(record.value) + len(record.key) + sum(len(k) + len(v) for k, v in record.headers)
+        if size > self.settings.max_record_bytes:
+            raise ForbiddenEmit(
+                f"{self.name} emitted {env.type} for saga {env.saga_id} of {size} bytes, "
+                f"over the limit of {self.settings.max_record_bytes}"
+            )
         return {
             "event_id": env.id,
             "topic": record.topic,

@@ -183,6 +183,24 @@ async def test_oversized_record_is_dead_lettered_unread_with_its_start_kept(
     await h.crash()
 
 
+async def test_an_event_too_large_for_consumers_is_refused_before_commit(
+    bus: Bus, db_url: str
+) -> None:
+    import dataclasses
+
+    h = await harness(bus, db_url, "OMS")
+    assert h.runner is not None
+    h.runner.settings = dataclasses.replace(h.runner.settings, max_record_bytes=20_000)
+    order = event("OrderCreated", "o11")
+    big = order.model_copy(update={"items": order.items * 1000})
+    with pytest.raises(ForbiddenEmit, match=r"OrderCreated for saga o11 of \d+ bytes, over"):
+        await h.runner.initiate(big)
+    assert await h.rows(select(tables.outbox)) == []
+    await h.runner.initiate(order)
+    assert len(await h.rows(select(tables.outbox))) == 1
+    await h.crash()
+
+
 async def test_late_event_does_not_change_state(bus: Bus, db_url: str) -> None:
     h = await harness(bus, db_url, "Payment")
     await publish(
