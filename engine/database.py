@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -47,6 +48,9 @@ def database_url(template: str, service: str) -> URL:
     return url
 
 
+_CREATE_ATTEMPTS = 5
+
+
 class Database:
     """One service's database. `start` creates missing tables (the engine's and the
     service's); `transaction()` yields a connection inside one transaction."""
@@ -71,12 +75,26 @@ class Database:
             else:
                 await _create_pg_database(self.url)
             self._engine = _make_engine(self.url)
-            async with self._engine.begin() as conn:
-                for md in self._metadata:
-                    await conn.run_sync(md.create_all)
+            await self._create_tables()
         except (OSError, DBAPIError, OperationalError, TimeoutError) as exc:
             await self.stop()
             raise DatabaseUnavailable(f"cannot open database {where}: {_reason(exc)}") from None
+
+    async def _create_tables(self) -> None:
+        assert self._engine is not None
+        for attempt in range(1, _CREATE_ATTEMPTS + 1):
+            try:
+                async with self._engine.begin() as conn:
+                    for md in self._metadata:
+                        await conn.run_sync(md.create_all)
+                return
+            except DBAPIError:
+                # Processes starting together on a fresh database (a service and a CLI
+                # command) race to create the same tables, and all but one CREATE fail.
+                # Trying again finds the tables made; any other error fails again.
+                if attempt == _CREATE_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.1 * attempt)
 
     async def stop(self) -> None:
         """Close every connection; idempotent."""
@@ -127,15 +145,15 @@ async def _create_pg_database(url: URL) -> None:
     admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
-            found = await conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            )
-            if not found:
+            exists = text("SELECT 1 FROM pg_database WHERE datname = :n")
+            if not await conn.scalar(exists, {"n": name}):
                 quoted = '"' + name.replace('"', '""') + '"'
                 try:
                     await conn.execute(text(f"CREATE DATABASE {quoted}"))
-                except DBAPIError as exc:  # created meanwhile by a sibling process
-                    if "already exists" not in str(exc):
+                except DBAPIError:
+                    # A sibling process created it meanwhile (PostgreSQL says so as
+                    # "already exists" or as a unique violation, depending on timing).
+                    if not await conn.scalar(exists, {"n": name}):
                         raise
     finally:
         await admin.dispose()
