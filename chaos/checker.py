@@ -18,7 +18,7 @@ from engine.deadletter import DeadLetter
 from handlers.catalog import INITIAL_STOCK, PRICES
 from handlers.inventory import reservations, stock
 from handlers.oms import orders
-from handlers.order_history import archive
+from handlers.order_history import archive, timeline
 from handlers.payment import accounts, ledger
 from handlers.shop import POOR, RICH
 
@@ -37,6 +37,7 @@ class Verdict:
     money_conserved: bool = False
     snapshots_ok: bool = False
     dlq: int = 0
+    strangers: int = 0
     poison_dead_lettered: bool = True
     outcomes: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
@@ -47,6 +48,7 @@ class Verdict:
         return (
             self.terminal == self.sagas
             and not (self.stuck or self.lost or self.double_charges or self.double_refunds)
+            and not self.strangers
             and self.stock_conserved
             and self.money_conserved
             and self.snapshots_ok
@@ -85,6 +87,7 @@ async def check(
             f"{v.lost} placed order(s) unknown to OMS: {sorted(placed - oms.keys())[:5]}"
         )
     strangers = oms.keys() - placed
+    v.strangers = len(strangers)
     if strangers:
         v.problems.append(
             f"{len(strangers)} order(s) in OMS nobody placed: {sorted(strangers)[:5]}"
@@ -115,6 +118,14 @@ async def check(
     balanced = all(
         (RICH if c.startswith("c") else POOR) - balance == net[c] for c, balance in balances.items()
     )
+    # Each entry belongs to its order: its customer, its total.
+    misbooked = [
+        e.order_id
+        for e in entries
+        if e.order_id not in oms
+        or e.customer_id != oms[e.order_id].customer_id
+        or e.amount != oms[e.order_id].total
+    ]
     charged_completed = all(charges[k] - refunds[k] == 1 for k in completed)
     charged_cancelled = all(charges[k] == refunds[k] for k in oms.keys() - completed)
     v.money_conserved = (
@@ -123,13 +134,14 @@ async def check(
         and charged_completed
         and charged_cancelled
         and not refunded_uncharged
-        and not (charges.keys() | refunds.keys()) - placed
+        and not misbooked
     )
     if not v.money_conserved:
         v.problems.append(
             f"money: charged - refunded = {sum(net.values())}, completed orders owe {owed}; "
             f"balances match the ledger: {balanced}; every completed order charged once: "
-            f"{charged_completed}; every cancelled one refunded in full: {charged_cancelled}"
+            f"{charged_completed}; every cancelled one refunded in full: {charged_cancelled}; "
+            f"entries not matching their order's customer and total: {misbooked[:5]}"
         )
 
     reserved = {r.sku: r.reserved for r in shelves}
@@ -138,14 +150,28 @@ async def check(
         for sku, quantity in r.lines:
             on_books[sku] += quantity
     total = sum(r.on_hand + r.reserved for r in shelves)
+    per_sku = all(
+        r.on_hand + r.reserved == (INITIAL_STOCK if r.sku in PRICES else 0) for r in shelves
+    )
+    # What is held for an order is what the order asked for.
+    created = await _rows(
+        app, "OrderHistory", select(timeline).where(timeline.c.event_type == "OrderCreated")
+    )
+    ordered = {
+        r.order_id: sorted((i["sku"], i["quantity"]) for i in r.payload["items"]) for r in created
+    }
+    lines_match = all(sorted(map(tuple, r.lines)) == ordered.get(r.order_id) for r in held)
     v.stock_conserved = (
         total == INITIAL_STOCK * len(PRICES)
+        and per_sku
+        and lines_match
         and {r.order_id for r in held} == completed
         and all(reserved[sku] == on_books[sku] for sku in reserved)
     )
     if not v.stock_conserved:
         v.problems.append(
             f"stock: on hand + reserved = {total}, at start {INITIAL_STOCK * len(PRICES)}; "
+            f"every sku conserved: {per_sku}; held lines match the orders: {lines_match}; "
             f"{len(held)} reservations held for {len(completed)} completed orders"
         )
 

@@ -53,6 +53,9 @@ class ServiceProcesses:
     def kill(self, name: str) -> None:
         """SIGKILL `name` wherever it is (mid-transaction included) and reap it."""
         proc = self.procs[name]
+        code = proc.poll()
+        if code is not None and code != -signal.SIGKILL:
+            self.crashes.append((name, code))  # it had died on its own meanwhile
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
@@ -108,13 +111,16 @@ class Broker:
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(self.controller_port),
         }
-        return subprocess.run(
-            [str(ROOT / "scripts" / "kafka"), command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        try:
+            return subprocess.run(
+                [str(ROOT / "scripts" / "kafka"), command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ChaosError(f"scripts/kafka {command} for the chaos broker: {exc}") from None
 
     def start(self) -> float:
         """Start (fetching Kafka on first use); the seconds it took to answer."""
@@ -122,6 +128,7 @@ class Broker:
         done = self._script("start")
         if done.returncode != 0:
             last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+            self.kill()  # whatever half-started
             raise ChaosError(f"the chaos broker on {self.bootstrap} did not start: {last}")
         return time.monotonic() - began
 

@@ -129,20 +129,7 @@ class HugeSender:
     async def __call__(self, record: Record) -> None:
         """Send `record`, connecting first if need be."""
         if self._producer is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-            await admin.start()
-            try:
-                resource = ConfigResource(
-                    ConfigResourceType.TOPIC, self.topic, {"max.message.bytes": str(self.LIMIT)}
-                )
-                await admin.alter_configs([resource])
-            finally:
-                await admin.close()
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, max_request_size=self.LIMIT, acks="all"
-            )
-            await producer.start()
-            self._producer = producer
+            await self._connect()
         try:
             await self._producer.send_and_wait(
                 record.topic, record.value, key=record.key, headers=list(record.headers)
@@ -150,6 +137,25 @@ class HugeSender:
         except Exception as exc:
             await self.stop()
             raise BusUnavailable(f"chaos: cannot send the 10 MB record: {exc}") from exc
+
+    async def _connect(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, max_request_size=self.LIMIT, acks="all"
+        )
+        try:
+            await admin.start()
+            resource = ConfigResource(
+                ConfigResourceType.TOPIC, self.topic, {"max.message.bytes": str(self.LIMIT)}
+            )
+            await admin.alter_configs([resource])
+            await producer.start()
+        except Exception as exc:  # the broker is restarting: the volley is tried again
+            await producer.stop()
+            raise BusUnavailable(f"chaos: cannot reach Kafka for the 10 MB record: {exc}") from exc
+        finally:
+            await admin.close()
+        self._producer = producer
 
     async def stop(self) -> None:
         """Close the producer, if open."""

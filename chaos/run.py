@@ -27,6 +27,7 @@ from engine import tables
 from engine.app import Application
 from engine.bus import Delivery, Record
 from engine.config import Settings
+from engine.deadletter import DeadLetter
 from engine.envelope import Envelope
 from engine.errors import BadEnvelope, EngineError
 from handlers.shop import Mix, Shop
@@ -105,6 +106,7 @@ class Outcome:
         """The verdict holds, nothing crashed on its own and every service stopped cleanly."""
         return (
             self.verdict.ok
+            and self.quiet
             and not self.crashes
             and all(code == 0 for code in self.exit_codes.values())
         )
@@ -159,7 +161,7 @@ async def run(plan: Plan, work: Path) -> Outcome:
         watcher = asyncio.create_task(_watch(procs, stop))
         try:
             await asyncio.gather(*tasks)
-            outcome.quiet = await _quiesce(app, shop, len(placed), plan.quiet_timeout_s)
+            outcome.quiet = await _quiesce(app, shop, poisoner, len(placed), plan.quiet_timeout_s)
         finally:
             stop.set()
             for t in tasks:
@@ -291,10 +293,15 @@ async def _watch(procs: ServiceProcesses, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
-async def _quiesce(app: Application, shop: Shop, placed: int, timeout_s: float) -> bool:
-    """Wait until every placed order is archived and every outbox is empty; gives up when
-    nothing has moved for `timeout_s` (longer than the registry's longest deadline)."""
-    last, moved = -1, time.monotonic()
+async def _quiesce(
+    app: Application, shop: Shop, poisoner: Poisoner, placed: int, timeout_s: float
+) -> bool:
+    """Wait until every placed order is archived, every outbox is empty and every service
+    has read every poison record (dead-lettered it, or skipped the unknown saga's event);
+    gives up when nothing has moved for `timeout_s` (longer than the registry's longest
+    deadline)."""
+    last: tuple[int, int] = (-1, -1)
+    moved = time.monotonic()
     while time.monotonic() - moved < timeout_s:
         done = await shop.archived()
         pending = 0
@@ -308,9 +315,31 @@ async def _quiesce(app: Application, shop: Shop, placed: int, timeout_s: float) 
                     )
                     or 0
                 )
-        if done >= placed and not pending:
+        unread = await _poison_unread(app, poisoner) if done >= placed and not pending else -1
+        if unread == 0:
             return True
-        if done != last:
-            last, moved = done, time.monotonic()
+        if (done, unread) != last:
+            last, moved = (done, unread), time.monotonic()
         await asyncio.sleep(0.5)
     return False
+
+
+async def _poison_unread(app: Application, poisoner: Poisoner) -> int:
+    """How many (poison record, service) pairs are not handled yet."""
+    assert app.bus is not None and app.registry is not None
+    letters = await app.bus.read_all(app.registry.dead_letter_topic.name)
+    lettered = {(DeadLetter.of(d).saga_id, DeadLetter.of(d).service) for d in letters}
+    unread = 0
+    for part in app.services:
+        name = part.runner.name
+        unread += sum((key, name) not in lettered for key in poisoner.dead_keys)
+        async with part.db.transaction() as conn:
+            skipped = set(
+                await conn.scalars(
+                    select(tables.skipped.c.saga_id).where(
+                        tables.skipped.c.saga_id.in_(sorted(poisoner.ghost_sagas))
+                    )
+                )
+            )
+        unread += len(poisoner.ghost_sagas - skipped)
+    return unread

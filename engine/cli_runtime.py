@@ -17,7 +17,7 @@ from engine.app import Application
 from engine.bus import Bus
 from engine.buses import KafkaOptions, bus_from_url
 from engine.config import DEFAULT_BUS, DEFAULT_DB, KafkaSecurity, Settings
-from engine.deadletter import DeadLetter, replay_record
+from engine.deadletter import TRUNCATED, DeadLetter, replay_record
 from engine.errors import BusUnavailable, EngineError
 
 _REGISTRY = click.option(
@@ -167,7 +167,9 @@ async def _run(settings: Settings, wait_s: float) -> None:
     kafka_log = logging.getLogger("aiokafka")
     kafka_log.setLevel(logging.CRITICAL)
     try:
-        await _start(app, stop, wait_s)
+        if not await _start(app, stop, wait_s):
+            click.echo("saga run: stopped before the bus answered", err=True)
+            return
         kafka_log.setLevel(logging.WARNING)
         names = ", ".join(s.runner.name for s in app.services)
         click.echo(f"saga run: {names} on {settings.bus} (Ctrl-C to stop)", err=True)
@@ -177,15 +179,16 @@ async def _run(settings: Settings, wait_s: float) -> None:
         await app.stop()
 
 
-async def _start(app: Application, stop: asyncio.Event, wait_s: float) -> None:
+async def _start(app: Application, stop: asyncio.Event, wait_s: float) -> bool:
     """Start `app`; while the bus cannot be reached, try again for up to `wait_s` seconds
-    (a service restarted while its broker restarts too should wait, not crash-loop)."""
+    (a service restarted while its broker restarts too should wait, not crash-loop).
+    False if told to stop while waiting."""
     deadline = asyncio.get_running_loop().time() + wait_s
     warned, next_warning = False, wait_s
     while True:
         try:
             await app.start()
-            return
+            return True
         except BusUnavailable as exc:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0 or stop.is_set():
@@ -196,6 +199,8 @@ async def _start(app: Application, stop: asyncio.Event, wait_s: float) -> None:
             await app.stop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), min(1.0, left))
+            if stop.is_set():
+                return False
 
 
 @click.group()
@@ -300,6 +305,12 @@ def dlq_replay(
                 and (saga_id is None or DeadLetter.of(d).saga_id == saga_id)
             ]
             chosen.sort(key=lambda d: (d.partition, d.offset))
+            # An oversized record kept only its start: replaying that would only
+            # dead-letter it again.
+            cut = [d for d in chosen if d.record.header(TRUNCATED) is not None]
+            if cut:
+                click.echo(f"not replayed: {len(cut)} truncated oversized record(s)", err=True)
+                chosen = [d for d in chosen if d.record.header(TRUNCATED) is None]
             if not dry_run and chosen:
                 await live.publish([replay_record(d.record, topic) for d in chosen])
             return len(chosen)

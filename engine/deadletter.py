@@ -14,6 +14,7 @@ ORIGIN = "saga_origin"  # topic/partition/offset of the original record
 REPLAYED = "saga_replayed"
 TRUNCATED = "saga_truncated"  # the original value's size, when only its start is kept
 _OURS = (ERROR, ERROR_TYPE, SERVICE, ATTEMPTS, ORIGIN, TRUNCATED)
+_KEPT_HEADERS = 64
 
 
 def one_line(error: BaseException | str) -> str:
@@ -41,7 +42,10 @@ def dead_letter(
     kind = "Rejected" if isinstance(error, str) else type(error).__name__
     rec = delivery.record
     origin = f"{rec.topic}/{delivery.partition}/{delivery.offset}"
-    kept = rec.headers if keep_bytes is None else tuple((k, v[:512]) for k, v in rec.headers)
+    kept = rec.headers
+    if keep_bytes is not None:
+        # An oversized record may owe its size to its headers: keep a bounded sample.
+        kept = tuple((k[:256], v[:512]) for k, v in rec.headers[:_KEPT_HEADERS])
     headers = (
         *((k, v) for k, v in kept if k not in _OURS),
         (ERROR, message.encode("utf-8", "replace")[:4000]),

@@ -68,9 +68,11 @@ class RunnerSettings:
     backoff_max_s: float = 2.0
     batch: int = 500
     poll_timeout_s: float = 0.2
-    max_record_bytes: int = 1 << 20
-    """Larger records are dead-lettered unread (their first 64 KiB kept): no event of a
-    registry needs more, and decoding one would cost memory and time for nothing."""
+    max_record_bytes: int = 1_000_000
+    """Larger records are dead-lettered unread (their first 64 KiB kept), and a reaction
+    may not emit one: no event of a registry needs more, decoding one would cost memory
+    and time for nothing, and below Kafka's default 1 MiB request size there is room for
+    a dead-letter copy's own headers."""
     batch_transactions: bool = True
     """Handle a poll batch in one database transaction (see `engine.batch`)."""
 

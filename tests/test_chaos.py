@@ -27,7 +27,7 @@ from engine.runner import RunnerSettings
 from handlers.inventory import stock
 from handlers.oms import orders
 from handlers.order_history import archive
-from handlers.payment import ledger
+from handlers.payment import accounts, ledger
 from handlers.shop import Mix, Shop
 from tests.helpers import ROOT
 from tests.runtime_kit import fresh_registry
@@ -193,6 +193,42 @@ async def _shrink_stock(shop: Shop, ids: dict[str, str]) -> None:
     ))  # fmt: skip
 
 
+async def _misbook(shop: Shop, ids: dict[str, str]) -> None:
+    # A charge booked to the wrong customer, balances moved to match: every total still
+    # adds up, only the entry no longer matches its order.
+    async with shop.parts["Payment"].db.transaction() as conn:
+        entry = (
+            await conn.execute(
+                select(ledger).where(
+                    ledger.c.order_id == ids["completed"], ledger.c.kind == "charge"
+                )
+            )
+        ).one()
+        other = "c49" if entry.customer_id != "c49" else "c48"
+        await conn.execute(update(ledger).where(ledger.c.id == entry.id).values(customer_id=other))
+        for customer, delta in ((entry.customer_id, entry.amount), (other, -entry.amount)):
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.customer_id == customer)
+                .values(balance=accounts.c.balance + delta)
+            )
+
+
+async def _shift_stock(shop: Shop, ids: dict[str, str]) -> None:
+    # Five apples turned into pears: the total is right, each sku is not.
+    for sku, delta in (("apple", -5), ("pear", 5)):
+        await _in(shop, "Inventory", update(stock).where(stock.c.sku == sku).values(
+            on_hand=stock.c.on_hand + delta
+        ))  # fmt: skip
+
+
+async def _stranger(shop: Shop, ids: dict[str, str]) -> None:
+    await _in(shop, "OMS", insert(orders).values(
+        order_id="nobody-placed-me", customer_id="c1", total=0, currency="EUR",
+        status="cancelled", placed_at=0.0,
+    ))  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("tamper", "broken"),
     [
@@ -203,6 +239,9 @@ async def _shrink_stock(shop: Shop, ids: dict[str, str]) -> None:
         (_unarchive, {"stuck": 1, "snapshots_ok": False}),
         (_reopen, {"stuck": 1, "snapshots_ok": False}),
         (_shrink_stock, {"stock_conserved": False}),
+        (_misbook, {"money_conserved": False}),
+        (_shift_stock, {"stock_conserved": False}),
+        (_stranger, {"strangers": 1}),
     ],
 )
 async def test_the_checker_catches_each_broken_final_state(
@@ -258,4 +297,5 @@ async def _examples(shop: Shop) -> dict[str, str]:
 
 
 def _figures(v: Verdict) -> dict[str, Any]:
-    return {k: getattr(v, k) for k in sorted(KEYS - {"kills", "broker_restarts", "dlq"})}
+    names = (KEYS - {"kills", "broker_restarts", "dlq"}) | {"strangers"}
+    return {k: getattr(v, k) for k in sorted(names)}
