@@ -53,19 +53,23 @@ class ServiceProcesses:
     def kill(self, name: str) -> None:
         """SIGKILL `name` wherever it is (mid-transaction included) and reap it."""
         proc = self.procs[name]
-        code = proc.poll()
-        if code is not None and code != -signal.SIGKILL:
-            self.crashes.append((name, code))  # it had died on its own meanwhile
+        self._note_crash(name)  # it may have died on its own meanwhile
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
     def revive(self) -> None:
         """Start again any service that exited on its own, counting it as a crash."""
-        for name, proc in self.procs.items():
-            code = proc.poll()
-            if code is not None and code != -signal.SIGKILL:
-                self.crashes.append((name, code))
+        for name in list(self.procs):
+            if self._note_crash(name):
                 self.start(name)
+
+    def _note_crash(self, name: str) -> bool:
+        """Count `name` as crashed if it exited, and not by our SIGKILL."""
+        code = self.procs[name].poll()
+        if code is None or code == -signal.SIGKILL:
+            return False
+        self.crashes.append((name, code))
+        return True
 
     def stop_all(self, timeout_s: float = 60.0) -> dict[str, int]:
         """SIGTERM every service, wait for each; their exit codes."""

@@ -327,8 +327,8 @@ async def _quiesce(
 async def _poison_unread(app: Application, poisoner: Poisoner) -> int:
     """How many (poison record, service) pairs are not handled yet."""
     assert app.bus is not None and app.registry is not None
-    letters = await app.bus.read_all(app.registry.dead_letter_topic.name)
-    lettered = {(DeadLetter.of(d).saga_id, DeadLetter.of(d).service) for d in letters}
+    letters = map(DeadLetter.of, await app.bus.read_all(app.registry.dead_letter_topic.name))
+    lettered = {(d.saga_id, d.service) for d in letters}
     unread = 0
     for part in app.services:
         name = part.runner.name

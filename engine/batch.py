@@ -34,12 +34,6 @@ if TYPE_CHECKING:
     from engine.runner import ServiceRunner
 
 
-def record_size(delivery: Delivery) -> int:
-    """The bytes of a delivered record: value, key and headers."""
-    rec = delivery.record
-    return len(rec.value) + len(rec.key) + sum(len(k) + len(v) for k, v in rec.headers)
-
-
 log = logging.getLogger("saga.runner")
 
 # Built once, so SQLAlchemy reuses their compiled form without rebuilding a cache key.
@@ -71,7 +65,7 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
     a delivery needs the one-by-one path; a reaction's own error propagates, likewise
     with nothing written."""
     limit = runner.settings.max_record_bytes
-    if any(record_size(d) > limit for d in batch):
+    if any(d.record.size() > limit for d in batch):
         raise NeedsOneByOne  # dead-lettered there, unread
     try:
         items = [(env, runner.decode(env)) for env in map(_envelope, batch)]

@@ -39,6 +39,10 @@ class Record:
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
 
+    def size(self) -> int:
+        """Its bytes on the wire, near enough: key, value and headers."""
+        return len(self.key) + len(self.value) + sum(len(k) + len(v) for k, v in self.headers)
+
     def header(self, name: str) -> bytes | None:
         """The first header called `name`, or None."""
         for k, v in self.headers:

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from codegen.model import Registry
 from engine import tables
-from engine.batch import NeedsOneByOne, apply_batch, record_size
+from engine.batch import NeedsOneByOne, apply_batch
 from engine.bus import Bus, Delivery, Subscription
 from engine.database import Database
 from engine.deadletter import dead_letter, one_line
@@ -193,7 +193,7 @@ class ServiceRunner:
 
     async def handle(self, delivery: Delivery) -> str:
         """Handle one delivery; returns what happened (applied, duplicate, skipped, dead)."""
-        size = record_size(delivery)
+        size = delivery.record.size()
         if size > self.settings.max_record_bytes:
             too_large = BadEnvelope(
                 f"record of {size} bytes exceeds the limit of {self.settings.max_record_bytes}"
@@ -408,7 +408,7 @@ class ServiceRunner:
         record larger than consumers take (it would sit in the outbox, unsendable or
         dead-lettered by every consumer: better refused while the cause can be retried)."""
         record = env.to_record(self.topic)
-        size = len(record.value) + len(record.key) + sum(len(k) + len(v) for k, v in record.headers)
+        size = record.size()
         if size > self.settings.max_record_bytes:
             raise ForbiddenEmit(
                 f"{self.name} emitted {env.type} for saga {env.saga_id} of {size} bytes, "

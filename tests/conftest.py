@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +69,15 @@ def dot_installed() -> None:
         if _required("SAGA_REQUIRE_DOT"):
             pytest.fail("SAGA_REQUIRE_DOT=1 but Graphviz 'dot' is not installed")
         pytest.skip("Graphviz 'dot' is not installed (apt-get install graphviz)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A service database URL template on each of SQLite and PostgreSQL."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return f"sqlite:///{tmp_path}/{{service}}.db"
 
 
 from tests.pg import pg_url  # noqa: E402, F401 - the PostgreSQL fixture, shared by the suite

@@ -27,14 +27,6 @@ async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
     await b.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return f"sqlite:///{tmp_path}/{{service}}.db"
-
-
 async def _inventory(bus: Bus, db_url: str) -> Harness:
     registry = fresh_registry()
     await bus.ensure_topics(

@@ -33,14 +33,6 @@ async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[B
     await b.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_url")
-        return url
-    return f"sqlite:///{tmp_path}/{{service}}.db"
-
-
 async def harness(bus: Bus, db_url: str, service: str, **kw: Any) -> Harness:
     registry = kw.pop("registry", None) or fresh_registry()
     await bus.ensure_topics([_spec(registry.events_topic), _spec(registry.dead_letter_topic)])
