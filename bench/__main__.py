@@ -22,8 +22,8 @@ from bench.engine_run import ROOT, Load, run_embedded, run_kafka
 from bench.errors import BenchError
 from bench.report import figures, table, write_json
 from bench.scenario import fresh_registry, happy_path
-from codegen import CodegenError
-from engine.errors import EngineError
+from saga_registry.engine.errors import EngineError
+from saga_registry.registry import CodegenError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -28,9 +28,9 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.scenario import HappyPath, Orders
-from engine.bus import Record, TopicSpec
-from engine.buses.embedded import EmbeddedBus
-from engine.envelope import Envelope
+from saga_registry.engine.bus import Record, TopicSpec
+from saga_registry.engine.buses.embedded import EmbeddedBus
+from saga_registry.engine.envelope import Envelope
 
 BATCH = 500
 """Records per fetch and per publish, as the engine's runner and relay use."""

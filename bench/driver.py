@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench.errors import BenchError
 from bench.scenario import Orders
-from engine.database import Database
-from engine.runner import ServiceRunner
 from handlers.oms import record_order
 from handlers.order_history import archive
+from saga_registry.engine.database import Database
+from saga_registry.engine.runner import ServiceRunner
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@ sagas.
 
 - embedded: every service in this one process (as `saga demo` runs them), a fresh
   embedded log and one SQLite database per service in a temporary folder.
-- kafka: each service in its own OS process (`python -m engine.cli run NAME`, as in
+- kafka: each service in its own OS process (`python -m saga_registry run NAME`, as in
   production), fresh topics on the broker; this process only places orders and reads
   OrderHistory's archive.
 """
@@ -23,11 +23,11 @@ from bench.driver import Driver, Timings
 from bench.errors import BenchError
 from bench.procstats import ProcessSampler, ProcessStats
 from bench.scenario import CUSTOMERS, FINAL_SERVICE
-from codegen.model import Registry
-from engine.app import Application
-from engine.config import Settings
-from engine.runner import RunnerSettings
 from handlers.shop import Shop
+from saga_registry.engine.app import Application
+from saga_registry.engine.config import Settings
+from saga_registry.engine.runner import RunnerSettings
+from saga_registry.registry.model import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 """The project root: the services' code (`handlers/`) is found from there."""
@@ -126,7 +126,7 @@ async def run_kafka(
             logs.append(log)
             # Log files, not pipes: a service blocked on a full pipe would stall the run.
             procs[service.name] = subprocess.Popen(
-                [sys.executable, "-m", "engine.cli", "run", service.name],
+                [sys.executable, "-m", "saga_registry", "run", service.name],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

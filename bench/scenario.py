@@ -10,13 +10,13 @@ from pathlib import Path
 
 import yaml
 
-from codegen import load_registry
-from codegen.model import Registry
-from codegen.outcomes import outcome_paths
-from codegen.source import load_document
 from handlers.catalog import CURRENCY, PRICES
 from handlers.events import OrderCreated
 from handlers.oms import new_order
+from saga_registry.registry import load_registry
+from saga_registry.registry.model import Registry
+from saga_registry.registry.outcomes import outcome_paths
+from saga_registry.registry.source import load_document
 
 CUSTOMERS = 50
 """Rich customers c0..c49 (`Shop.seed`), so no order fails for want of money."""

@@ -10,17 +10,17 @@ from typing import Any
 
 from sqlalchemy import select
 
-from codegen.model import Registry
-from codegen.outcomes import outcome_paths
-from engine import tables
-from engine.app import Application
-from engine.deadletter import DeadLetter
 from handlers.catalog import INITIAL_STOCK, PRICES
 from handlers.inventory import reservations, stock
 from handlers.oms import orders
 from handlers.order_history import archive, timeline
 from handlers.payment import accounts, ledger
 from handlers.shop import POOR, RICH
+from saga_registry.engine import tables
+from saga_registry.engine.app import Application
+from saga_registry.engine.deadletter import DeadLetter
+from saga_registry.registry.model import Registry
+from saga_registry.registry.outcomes import outcome_paths
 
 
 @dataclass

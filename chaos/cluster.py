@@ -37,7 +37,7 @@ class ServiceProcesses:
         """Start `name` (appending to its log)."""
         if name not in self._files:
             self._files[name] = (self.logs / f"{name}.log").open("ab")
-        args = [sys.executable, "-m", "engine.cli", "run", name]
+        args = [sys.executable, "-m", "saga_registry", "run", name]
         for option in self.options:
             args += ["--set", option]
         # A log file, not a pipe: a service blocked on a full pipe would never stop.

@@ -19,10 +19,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from engine.bus import Bus, Record
-from engine.envelope import Envelope
-from engine.errors import BusUnavailable
 from handlers.events import OrderCreated, PaymentSucceeded
+from saga_registry.engine.bus import Bus, Record
+from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.errors import BusUnavailable
 
 HUGE_BYTES = 10 << 20
 DEAD_KINDS = ("random_bytes", "wrong_type", "missing_field", "mistyped_field", "huge")

@@ -22,15 +22,15 @@ from chaos.checker import Verdict, check
 from chaos.cluster import ROOT, Broker, ServiceProcesses
 from chaos.errors import ChaosError
 from chaos.poison import HugeSender, Poisoner
-from codegen import CodegenError, load_registry
-from engine import tables
-from engine.app import Application
-from engine.bus import Delivery, Record
-from engine.config import Settings
-from engine.deadletter import DeadLetter
-from engine.envelope import Envelope
-from engine.errors import BadEnvelope, EngineError
 from handlers.shop import Mix, Shop
+from saga_registry.engine import tables
+from saga_registry.engine.app import Application
+from saga_registry.engine.bus import Delivery, Record
+from saga_registry.engine.config import Settings
+from saga_registry.engine.deadletter import DeadLetter
+from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.errors import BadEnvelope, EngineError
+from saga_registry.registry import CodegenError, load_registry
 
 log = logging.getLogger("saga.chaos")
 

@@ -17,18 +17,18 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from codegen import CodegenError, load_registry
-from codegen.model import Registry, Topic
-from engine import tables
-from engine.app import Application
-from engine.config import DEFAULT_BUS, DEFAULT_DB, Settings
-from engine.errors import EngineError
-from engine.runner import RunnerSettings
 from handlers.cart import Cart, Unavailable
 from handlers.catalog import CURRENCY, PRICES_WITH_SOLD_OUT
 from handlers.oms import new_order, record_order
 from handlers.order_history import archive
 from handlers.shop import Mix, Report, Shop
+from saga_registry.engine import tables
+from saga_registry.engine.app import Application
+from saga_registry.engine.config import DEFAULT_BUS, DEFAULT_DB, Settings
+from saga_registry.engine.errors import EngineError
+from saga_registry.engine.runner import RunnerSettings
+from saga_registry.registry import CodegenError, load_registry
+from saga_registry.registry.model import Registry, Topic
 
 _KINDS = ("stock", "payment", "delivery", "price")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from engine.errors import ConfigError
+from saga_registry.engine.errors import ConfigError
 
 
 def hit(order_id: str, cause: str, rate: float) -> bool:

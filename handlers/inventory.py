@@ -23,7 +23,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.reaction import ReactionContext
 from handlers.base.inventory import InventoryBase
 from handlers.catalog import INITIAL_STOCK, PRICES_WITH_SOLD_OUT, SOLD_OUT
 from handlers.events import (
@@ -34,6 +33,7 @@ from handlers.events import (
     PaymentFailed,
     RefundSucceeded,
 )
+from saga_registry.engine.reaction import ReactionContext
 
 Refusal = Literal["out_of_stock", "price_mismatch", "unknown_sku"]
 

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 
 from sqlalchemy import Column, MetaData, String, Table, insert
 
-from engine.reaction import ReactionContext
 from handlers.base.logistics import LogisticsBase
 from handlers.events import DeliveryFailed, DeliveryScheduled, PaymentSucceeded
 from handlers.faults import hit, rate
+from saga_registry.engine.reaction import ReactionContext
 
 metadata = MetaData()
 deliveries = Table(

@@ -12,7 +12,6 @@ import time
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.reaction import ReactionContext
 from handlers.base.oms import OMSBase
 from handlers.events import (
     DeliveryScheduled,
@@ -21,6 +20,7 @@ from handlers.events import (
     OrderCancelled,
     OrderCreated,
 )
+from saga_registry.engine.reaction import ReactionContext
 
 metadata = MetaData()
 orders = Table(

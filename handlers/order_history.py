@@ -21,7 +21,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.reaction import ReactionContext
 from handlers.base.order_history import OrderHistoryBase
 from handlers.events import (
     EVENT_TYPES,
@@ -36,6 +35,7 @@ from handlers.events import (
     PaymentSucceeded,
     RefundSucceeded,
 )
+from saga_registry.engine.reaction import ReactionContext
 
 metadata = MetaData()
 timeline = Table(

@@ -23,7 +23,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.reaction import ReactionContext
 from handlers.base.payment import PaymentBase
 from handlers.events import (
     DeliveryFailed,
@@ -33,6 +32,7 @@ from handlers.events import (
     RefundSucceeded,
 )
 from handlers.faults import hit, rate
+from saga_registry.engine.reaction import ReactionContext
 
 metadata = MetaData()
 accounts = Table(

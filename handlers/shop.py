@@ -13,14 +13,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from engine.app import Application
-from engine.envelope import Envelope
 from handlers.cart import Cart
 from handlers.catalog import CURRENCY, INITIAL_STOCK, PRICES, PRICES_WITH_SOLD_OUT, SOLD_OUT
 from handlers.inventory import seed_stock, stock
 from handlers.oms import new_order, orders, record_order
 from handlers.order_history import archive
 from handlers.payment import ledger, open_account
+from saga_registry.engine.app import Application
+from saga_registry.engine.envelope import Envelope
 
 RICH = 10_000_000
 POOR = 50

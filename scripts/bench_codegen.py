@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from codegen import Registry, check, load_registry, write  # noqa: E402
+from saga_registry.codegen import check, write  # noqa: E402
+from saga_registry.registry import Registry, load_registry  # noqa: E402
 
 SEED = ROOT / "registry" / "saga.yaml"
 BUDGET_S = 5.0

@@ -13,8 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from codegen import load_registry
-from codegen.model import FieldSpec, Registry
+from saga_registry.registry import load_registry
+from saga_registry.registry.model import FieldSpec, Registry
 
 
 @cache

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from codegen.source import load_document
+from saga_registry.registry.source import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKOUT = ROOT / "registry" / "saga.yaml"

@@ -13,12 +13,12 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 
 import handlers.base as bases
 import handlers.events as ev
-from codegen import Registry, load_registry
-from codegen.model import Topic
-from engine.bus import Bus, Delivery, Subscription
-from engine.database import Database, database_url
-from engine.envelope import Envelope
-from engine.runner import RunnerSettings, ServiceRunner
+from saga_registry.engine.bus import Bus, Delivery, Subscription
+from saga_registry.engine.database import Database, database_url
+from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.runner import RunnerSettings, ServiceRunner
+from saga_registry.registry import Registry, load_registry
+from saga_registry.registry.model import Topic
 from tests.helpers import CHECKOUT
 
 SAMPLES: dict[str, dict[str, Any]] = {

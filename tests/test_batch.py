@@ -1,4 +1,4 @@
-"""A poll batch in one transaction (`engine.batch`) keeps every guarantee of one
+"""A poll batch in one transaction (`saga_registry.engine.batch`) keeps every guarantee of one
 transaction per delivery: dedupe, skips, outbox order, and a failing or crashing delivery
 neither loses nor repeats the others."""
 
@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine import tables
-from engine.bus import Bus, TopicSpec
-from engine.buses import EmbeddedBus
-from engine.envelope import Envelope
+from saga_registry.engine import tables
+from saga_registry.engine.bus import Bus, TopicSpec
+from saga_registry.engine.buses import EmbeddedBus
+from saga_registry.engine.envelope import Envelope
 from tests.runtime_kit import Crash, Harness, event, fresh_registry, publish, scripted
 
 

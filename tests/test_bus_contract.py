@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
-from engine.buses import EmbeddedBus, KafkaBus, KafkaOptions, bus_from_url
-from engine.errors import BusUnavailable, ConfigError
+from saga_registry.engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
+from saga_registry.engine.buses import EmbeddedBus, KafkaBus, KafkaOptions, bus_from_url
+from saga_registry.engine.errors import BusUnavailable, ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,8 +189,8 @@ async def test_read_all_returns_everything_and_moves_no_group(bus: Bus) -> None:
 
 PUBLISHER = """
 import asyncio, sys
-from engine.bus import Record
-from engine.buses import bus_from_url
+from saga_registry.engine.bus import Record
+from saga_registry.engine.buses import bus_from_url
 
 async def main(url, topic, count, linger):
     async with bus_from_url(url) as bus:
@@ -248,8 +248,8 @@ async def test_publish_survives_sigkill_once_it_returned(bus: Bus) -> None:
 
 RACER = """
 import asyncio, os, sys, time
-from engine.bus import Record
-from engine.buses import bus_from_url
+from saga_registry.engine.bus import Record
+from saga_registry.engine.buses import bus_from_url
 
 async def main(url, topic, label, go):
     async with bus_from_url(url) as bus:

@@ -20,15 +20,15 @@ from sqlalchemy import delete, insert, select, text, update
 
 from chaos.checker import Verdict, check
 from chaos.cluster import Broker
-from engine.app import Application
-from engine.buses import EmbeddedBus
-from engine.config import Settings
-from engine.runner import RunnerSettings
 from handlers.inventory import stock
 from handlers.oms import orders
 from handlers.order_history import archive
 from handlers.payment import accounts, ledger
 from handlers.shop import Mix, Shop
+from saga_registry.engine.app import Application
+from saga_registry.engine.buses import EmbeddedBus
+from saga_registry.engine.config import Settings
+from saga_registry.engine.runner import RunnerSettings
 from tests.helpers import ROOT
 from tests.runtime_kit import fresh_registry
 
@@ -114,7 +114,7 @@ def test_a_service_started_before_its_broker_waits_for_it(
     log = tmp_path / "cart.log"
     with log.open("w") as out:
         service = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "run", "Cart"],
+            [sys.executable, "-m", "saga_registry", "run", "Cart"],
             cwd=ROOT,
             env=env,
             stdout=out,

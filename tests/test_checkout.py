@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine.app import Application
-from engine.buses import EmbeddedBus, KafkaBus
-from engine.config import Settings
-from engine.runner import RunnerSettings
 from handlers.order_history import archive
 from handlers.shop import Mix, Shop
+from saga_registry.engine.app import Application
+from saga_registry.engine.buses import EmbeddedBus, KafkaBus
+from saga_registry.engine.config import Settings
+from saga_registry.engine.runner import RunnerSettings
 from tests.helpers import CHECKOUT_PATHS
 from tests.runtime_kit import fresh_registry
 

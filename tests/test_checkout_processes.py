@@ -14,10 +14,10 @@ import time
 import uuid
 from pathlib import Path
 
-from engine.app import Application
-from engine.config import Settings
 from handlers.faults import hit
 from handlers.shop import Shop
+from saga_registry.engine.app import Application
+from saga_registry.engine.config import Settings
 from tests.helpers import CHECKOUT, ROOT
 from tests.test_checkout import CHAINS
 
@@ -54,7 +54,7 @@ def test_every_outcome_with_one_process_per_service_on_kafka(
 
     def saga(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "engine.cli", *args],
+            [sys.executable, "-m", "saga_registry", *args],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -70,7 +70,7 @@ def test_every_outcome_with_one_process_per_service_on_kafka(
             [
                 sys.executable,
                 "-m",
-                "engine.cli",
+                "saga_registry",
                 "run",
                 name,
                 "--set",

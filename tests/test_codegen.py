@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from codegen import check, load_registry, write
-from engine.cli import main
+from saga_registry.cli.main import main
+from saga_registry.codegen import check, write
+from saga_registry.registry import load_registry
 from tests.helpers import CHECKOUT, CHECKOUT_PATHS, ROOT, checkout_data, run_generated, write_yaml
 
 needs_dot = pytest.mark.usefixtures("dot_installed")
@@ -51,7 +52,7 @@ def test_output_is_byte_for_byte_deterministic(tmp_path: Path) -> None:
 def test_committed_files_are_current() -> None:
     """What is in the repository is what the registry generates (CI runs the same)."""
     result = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "codegen", "--check"],
+        [sys.executable, "-m", "saga_registry", "codegen", "--check"],
         cwd=ROOT,
         capture_output=True,
         text=True,

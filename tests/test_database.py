@@ -15,7 +15,7 @@ from tests.helpers import ROOT
 
 _START = """
 import asyncio, sys, time
-from engine.database import Database, database_url
+from saga_registry.engine.database import Database, database_url
 from handlers.oms import metadata
 
 async def main(url: str, at: float) -> None:

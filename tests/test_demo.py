@@ -7,7 +7,7 @@ import sys
 
 from tests.helpers import ROOT
 
-SAGA = [sys.executable, "-m", "engine.cli"]
+SAGA = [sys.executable, "-m", "saga_registry"]
 
 
 def test_demo_reaches_every_outcome_and_checks_every_invariant() -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from codegen import RegistryInvalid, load_registry, write
+from saga_registry.codegen import write
+from saga_registry.registry import RegistryInvalid, load_registry
 from tests.helpers import checkout_data, run_generated, write_yaml
 
 PAYLOADS = [

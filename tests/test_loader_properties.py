@@ -31,8 +31,8 @@ from typing import TypeVar
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
-from codegen import CodegenError, load_registry
-from codegen.source import MAX_NODES
+from saga_registry.registry import CodegenError, load_registry
+from saga_registry.registry.source import MAX_NODES
 from tests.helpers import CHECKOUT, TRIP
 
 SOURCES = {"checkout": CHECKOUT.read_bytes(), "trip": TRIP.read_bytes()}

@@ -10,12 +10,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 import handlers.events as ev
-from engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
-from engine.buses import EmbeddedBus
-from engine.database import Database, database_url
-from engine.errors import BusUnavailable
-from engine.relay import OutboxRelay
-from engine.runner import ServiceRunner
+from saga_registry.engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
+from saga_registry.engine.buses import EmbeddedBus
+from saga_registry.engine.database import Database, database_url
+from saga_registry.engine.errors import BusUnavailable
+from saga_registry.engine.relay import OutboxRelay
+from saga_registry.engine.runner import ServiceRunner
 from tests.runtime_kit import FAST, event, fresh_registry, publish, scripted
 
 
@@ -112,7 +112,7 @@ async def test_kafka_record_with_a_valueless_header_is_readable(kafka_bootstrap:
 
     from aiokafka import AIOKafkaProducer
 
-    from engine.buses import KafkaBus
+    from saga_registry.engine.buses import KafkaBus
 
     topic = f"t{uuid.uuid4().hex[:10]}.nullheader"
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from codegen import check, load_registry, write
-from codegen.outcomes import outcome_paths
-from engine.cli import main
+from saga_registry.cli.main import main
+from saga_registry.codegen import check, write
+from saga_registry.registry import load_registry
+from saga_registry.registry.outcomes import outcome_paths
 from tests.helpers import CHECKOUT, CHECKOUT_PATHS, TRIP, run_generated
 
 # The seed table (shared/seeds/checkout-saga.en.md): event, kind, English stage text.
@@ -97,7 +98,7 @@ def _order(reg: object, stem: str) -> int:
     fixed = {"choreography": 0, "state_machine": 1}
     if stem in fixed:
         return fixed[stem]
-    from codegen.outcomes import outcome_paths as paths
+    from saga_registry.registry.outcomes import outcome_paths as paths
 
     names = [f"outcome_{o.name}" for o in paths(reg)[0]]  # type: ignore[arg-type]
     return 2 + names.index(stem)

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine import tables
-from engine.bus import Bus
-from engine.buses import EmbeddedBus, KafkaBus
-from engine.deadletter import DeadLetter, replay_record
-from engine.envelope import Envelope
-from engine.errors import ForbiddenEmit
-from engine.relay import OutboxRelay
-from engine.timers import DeadlineTimers
+from saga_registry.engine import tables
+from saga_registry.engine.bus import Bus
+from saga_registry.engine.buses import EmbeddedBus, KafkaBus
+from saga_registry.engine.deadletter import DeadLetter, replay_record
+from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.errors import ForbiddenEmit
+from saga_registry.engine.relay import OutboxRelay
+from saga_registry.engine.timers import DeadlineTimers
 from tests.runtime_kit import Crash, Harness, event, fresh_registry, publish, scripted
 
 
@@ -42,7 +42,7 @@ async def harness(bus: Bus, db_url: str, service: str, **kw: Any) -> Harness:
 
 
 def _spec(topic: Any) -> Any:
-    from engine.bus import TopicSpec
+    from saga_registry.engine.bus import TopicSpec
 
     return TopicSpec(topic.name, topic.partitions)
 
@@ -115,7 +115,7 @@ async def test_crash_before_commit_redelivers_and_applies_once(bus: Bus, db_url:
 async def test_poison_record_goes_to_dead_letter_and_next_is_processed(
     bus: Bus, db_url: str
 ) -> None:
-    from engine.bus import Record
+    from saga_registry.engine.bus import Record
 
     h = await harness(bus, db_url, "Inventory")
     topic = h.registry.events_topic.name

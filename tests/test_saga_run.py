@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from codegen import load_registry, write
-from engine.bus import Bus, TopicSpec
-from engine.buses import EmbeddedBus, KafkaBus
-from engine.envelope import Envelope
+from saga_registry.codegen import write
+from saga_registry.engine.bus import Bus, TopicSpec
+from saga_registry.engine.buses import EmbeddedBus, KafkaBus
+from saga_registry.engine.envelope import Envelope
+from saga_registry.registry import load_registry
 from tests.autoreact import payload
 from tests.helpers import ROOT, TRIP
 
-SAGA = [sys.executable, "-m", "engine.cli"]
+SAGA = [sys.executable, "-m", "saga_registry"]
 
 
 def make_project(tmp_path: Path) -> Path:

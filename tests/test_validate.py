@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from codegen import RegistryInvalid, RegistryNotFound, load_registry
-from engine.cli import main
+from saga_registry.cli.main import main
+from saga_registry.registry import RegistryInvalid, RegistryNotFound, load_registry
 from tests.helpers import CHECKOUT, checkout_data, line_of, write_yaml
 
 

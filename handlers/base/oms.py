@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from engine.reaction import ReactionContext
+from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     DeliveryScheduled,
     InventoryReleased,

@@ -1,0 +1,326 @@
+"""`saga run` and `saga dlq`: the runtime's commands. Settings come from flags, then
+environment variables, read here once and passed down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+import click
+
+from saga_registry.engine.app import Application
+from saga_registry.engine.bus import Bus
+from saga_registry.engine.buses import KafkaOptions, bus_from_url
+from saga_registry.engine.config import DEFAULT_BUS, DEFAULT_DB, KafkaSecurity, Settings
+from saga_registry.engine.deadletter import TRUNCATED, DeadLetter, replay_record
+from saga_registry.engine.errors import BusUnavailable, EngineError
+from saga_registry.registry import CodegenError, load_registry
+
+_REGISTRY = click.option(
+    "--registry",
+    default="registry/saga.yaml",
+    envvar="SAGA_REGISTRY",
+    show_default=True,
+    help="The registry to run.",
+)
+_BUS = click.option(
+    "--bus",
+    default=DEFAULT_BUS,
+    envvar="SAGA_BUS",
+    show_default=True,
+    help="embedded[:PATH] or kafka://HOST:PORT[,HOST:PORT].",
+)
+_SECURITY = [
+    click.option(
+        "--kafka-security-protocol",
+        "protocol",
+        envvar="SAGA_KAFKA_SECURITY_PROTOCOL",
+        default="PLAINTEXT",
+        show_default=True,
+        type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
+    ),
+    click.option(
+        "--kafka-sasl-mechanism",
+        "sasl_mechanism",
+        envvar="SAGA_KAFKA_SASL_MECHANISM",
+        type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]),
+    ),
+    click.option("--kafka-sasl-username", "sasl_username", envvar="SAGA_KAFKA_SASL_USERNAME"),
+    click.option("--kafka-sasl-password", "sasl_password", envvar="SAGA_KAFKA_SASL_PASSWORD"),
+    click.option(
+        "--kafka-ssl-cafile",
+        "ssl_cafile",
+        envvar="SAGA_KAFKA_SSL_CAFILE",
+        type=click.Path(exists=True, dir_okay=False),
+    ),
+]
+
+log = logging.getLogger("saga.run")
+
+
+def _security(f: click.decorators.FC) -> click.decorators.FC:
+    for option in reversed(_SECURITY):
+        f = option(f)
+    return f
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.command()
+@click.argument("services", nargs=-1)
+@_REGISTRY
+@_BUS
+@click.option(
+    "--db",
+    default=DEFAULT_DB,
+    envvar="SAGA_DB_URL",
+    show_default=True,
+    help="Database URL template; {service} becomes each service's name.",
+)
+@_security
+@click.option(
+    "--set",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting for the services, e.g. payment.bank_failure=0.1 (repeatable).",
+)
+@click.option("--log-level", default="INFO", envvar="SAGA_LOG_LEVEL", show_default=True)
+@click.option(
+    "--wait-for-bus",
+    "wait_s",
+    default=60.0,
+    envvar="SAGA_WAIT_FOR_BUS",
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to keep trying to reach the bus at start (a broker restarting).",
+)
+def run(
+    services: tuple[str, ...],
+    registry: str,
+    bus: str,
+    db: str,
+    protocol: str,
+    sasl_mechanism: str | None,
+    sasl_username: str | None,
+    sasl_password: str | None,
+    ssl_cafile: str | None,
+    options: tuple[str, ...],
+    log_level: str,
+    wait_s: float,
+) -> None:
+    """Run SERVICES (all of the registry's if none) until SIGINT or SIGTERM."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if len(services) != 1 and "{service}" not in db and not db.startswith("sqlite:///:memory"):
+        _fail(f"--db {db!r} has no {{service}}: each service owns its own database")
+    # The services' code lives in the project the command runs in.
+    sys.path.insert(0, os.getcwd())
+    pairs = []
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {option!r}: expected KEY=VALUE")
+        pairs.append((key.strip(), value.strip()))
+    settings = Settings(
+        registry=registry,
+        bus=bus,
+        db=db,
+        services=services,
+        kafka=KafkaSecurity(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile),
+        options=tuple(pairs),
+    )
+    try:
+        asyncio.run(_run(settings, wait_s))
+    except EngineError as exc:
+        _fail(str(exc))
+    except asyncio.CancelledError:
+        click.echo("saga run: stopped at once; in-flight work left uncommitted", err=True)
+        sys.exit(130)
+
+
+async def _run(settings: Settings, wait_s: float) -> None:
+    app = Application(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+
+    def on_signal() -> None:
+        # First signal: finish the batch in hand and drain. Second: stop now; what was
+        # in flight is left uncommitted and will be delivered again.
+        if stop.is_set() and current is not None:
+            current.cancel()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    # Until the services are up, a failure is ours to report in one line; aiokafka's own
+    # connection errors would only repeat it as noise.
+    kafka_log = logging.getLogger("aiokafka")
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        if not await _start(app, stop, wait_s):
+            click.echo("saga run: stopped before the bus answered", err=True)
+            return
+        kafka_log.setLevel(logging.WARNING)
+        names = ", ".join(s.runner.name for s in app.services)
+        click.echo(f"saga run: {names} on {settings.bus} (Ctrl-C to stop)", err=True)
+        await app.run(stop)
+        click.echo("saga run: stopped cleanly", err=True)
+    finally:
+        await app.stop()
+
+
+async def _start(app: Application, stop: asyncio.Event, wait_s: float) -> bool:
+    """Start `app`; while the bus cannot be reached, try again for up to `wait_s` seconds
+    (a service restarted while its broker restarts too should wait, not crash-loop).
+    False if told to stop while waiting."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    warned, next_warning = False, wait_s
+    while True:
+        try:
+            await app.start()
+            return True
+        except BusUnavailable as exc:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or stop.is_set():
+                raise
+            if not warned or left < next_warning:
+                log.warning("%s; trying again for %.0f s more", exc, left)
+                warned, next_warning = True, left - 10
+            await app.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(1.0, left))
+            if stop.is_set():
+                return False
+
+
+@click.group()
+def dlq() -> None:
+    """Inspect and replay the dead-letter topic."""
+
+
+def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[Bus, str, str]:
+    try:
+        reg = load_registry(registry)
+    except CodegenError as exc:
+        _fail(f"registry {registry}: {str(exc).splitlines()[0]}")
+        raise
+    try:
+        return (
+            bus_from_url(bus, kafka_options=kafka),
+            reg.events_topic.name,
+            reg.dead_letter_topic.name,
+        )
+    except EngineError as exc:
+        _fail(str(exc))
+        raise
+
+
+def _kafka_options(
+    protocol: str,
+    mechanism: str | None,
+    username: str | None,
+    password: str | None,
+    cafile: str | None,
+) -> KafkaOptions:
+    try:
+        return KafkaOptions(protocol, mechanism, username, password, cafile)
+    except EngineError as exc:
+        _fail(str(exc))
+        raise
+
+
+@dlq.command("list")
+@_REGISTRY
+@_BUS
+@_security
+def dlq_list(
+    registry: str,
+    bus: str,
+    protocol: str,
+    sasl_mechanism: str | None,
+    sasl_username: str | None,
+    sasl_password: str | None,
+    ssl_cafile: str | None,
+) -> None:
+    """Show every dead-lettered record: where from, which service, why."""
+    kafka = _kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    b, _, dead_topic = _bus_and_topics(registry, bus, kafka)
+
+    async def go() -> list[DeadLetter]:
+        async with b as live:
+            return [DeadLetter.of(d) for d in await live.read_all(dead_topic)]
+
+    try:
+        letters = asyncio.run(go())
+    except EngineError as exc:
+        _fail(str(exc))
+    for d in letters:
+        click.echo(
+            f"{d.partition}/{d.offset}\t{d.service}\t{d.saga_id}\t{d.event_type or '?'}"
+            f"\t{d.event_id or '?'}\tattempts={d.attempts}\t{d.error_type}: {d.error}"
+        )
+    click.echo(f"{len(letters)} dead-lettered record(s) in {dead_topic}", err=True)
+
+
+@dlq.command("replay")
+@_REGISTRY
+@_BUS
+@click.option("--service", help="Only records dead-lettered by this service.")
+@click.option("--saga", "saga_id", help="Only records of this saga.")
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed.")
+@_security
+def dlq_replay(
+    registry: str,
+    bus: str,
+    service: str | None,
+    saga_id: str | None,
+    dry_run: bool,
+    protocol: str,
+    sasl_mechanism: str | None,
+    sasl_username: str | None,
+    sasl_password: str | None,
+    ssl_cafile: str | None,
+) -> None:
+    """Put dead-lettered records back on the events topic, in their order. Safe to repeat:
+    services that already applied an event drop the copy by its id."""
+    kafka = _kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    b, topic, dead_topic = _bus_and_topics(registry, bus, kafka)
+
+    async def go() -> int:
+        async with b as live:
+            chosen = [
+                d
+                for d in await live.read_all(dead_topic)
+                if (service is None or DeadLetter.of(d).service == service)
+                and (saga_id is None or DeadLetter.of(d).saga_id == saga_id)
+            ]
+            chosen.sort(key=lambda d: (d.partition, d.offset))
+            # An oversized record kept only its start: replaying that would only
+            # dead-letter it again.
+            cut = [d for d in chosen if d.record.header(TRUNCATED) is not None]
+            if cut:
+                click.echo(f"not replayed: {len(cut)} truncated oversized record(s)", err=True)
+                chosen = [d for d in chosen if d.record.header(TRUNCATED) is None]
+            if not dry_run and chosen:
+                await live.publish([replay_record(d.record, topic) for d in chosen])
+            return len(chosen)
+
+    try:
+        n = asyncio.run(go())
+    except EngineError as exc:
+        _fail(str(exc))
+    verb = "would replay" if dry_run else "replayed"
+    click.echo(f"{verb} {n} record(s) from {dead_topic} onto {topic}")
+
+
+__all__ = ["dlq", "run"]

@@ -1,0 +1,354 @@
+"""`EmbeddedBus`: the bus contract kept in one SQLite file, for one machine without Kafka.
+
+Several OS processes may open the same file at once: the database runs in WAL mode (readers
+never block the writer), every write is one short `BEGIN IMMEDIATE` transaction (so two
+processes never assign the same offset), and `busy_timeout` makes a writer wait for the
+other instead of failing.
+
+Each bus keeps one stdlib `sqlite3` connection, used only from its own one-thread executor:
+each operation (a whole publish, a whole fetch) is one function run there, so a transaction
+never stays open across an `await`, and a cancelled caller cannot leave one half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from saga_registry.engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
+from saga_registry.engine.errors import BusUnavailable
+
+_T = TypeVar("_T")
+
+# `partition` and `offset` are SQL keywords, hence the quotes wherever they are columns.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY,
+    partitions INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    headers TEXT NOT NULL,
+    value BLOB NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (topic, "partition", "offset")
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    "group" TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    "partition" INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY ("group", topic, "partition")
+) WITHOUT ROWID;
+"""
+
+_BUSY_TIMEOUT_MS = 10_000
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of `key`: stable across processes and runs (unlike `hash()`)."""
+    return zlib.crc32(key) % partitions
+
+
+def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> str:
+    # Latin-1 maps every byte to one code point and back, so any bytes round-trip exactly,
+    # and the usual ASCII header values stay readable in the file.
+    return json.dumps([[name, value.decode("latin-1")] for name, value in headers])
+
+
+def _decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
+    return tuple((name, value.encode("latin-1")) for name, value in json.loads(text))
+
+
+class EmbeddedBus(Bus):
+    """A durable log in the SQLite file `path`, shared safely by processes on one machine.
+
+    - `publish` returns once its one transaction is committed with `synchronous=FULL`: the
+      WAL is fsynced at every commit, so published records survive a killed process and
+      also a power cut (NORMAL would only survive the former; one fsync per publish call
+      is cheap because a call's records share it).
+    - Topics that were never ensured are created on first publish with
+      `partitions_default` partitions (as Kafka's auto-create does).
+    - A record goes to partition `crc32(key) % partitions`; offsets count from 0 per
+      partition, without gaps.
+    - Subscriptions poll the file every `poll_interval_s` while they wait for records.
+    - At most one subscription per group should be open at a time (across all processes):
+      there is no group coordinator to split partitions between members, so two would
+      both receive every record.
+    """
+
+    def __init__(
+        self, path: str | Path, partitions_default: int = 1, poll_interval_s: float = 0.02
+    ) -> None:
+        if partitions_default < 1:
+            raise ValueError("partitions_default must be at least 1")
+        self.path = Path(path)
+        self.partitions_default = partitions_default
+        self.poll_interval_s = poll_interval_s
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    async def start(self) -> None:
+        """Create the file, its directories and tables if needed, and open it.
+
+        Raises `BusUnavailable` if the file cannot be created or opened as a log.
+        """
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-bus")
+        try:
+            self._conn = await self._run(self._open)
+        except (OSError, sqlite3.Error) as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise BusUnavailable(f"cannot open embedded log at {self.path}: {exc}") from exc
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE, see publish).
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL is needed")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def stop(self) -> None:
+        """Close the file; idempotent. Open subscriptions stop working."""
+        executor, conn = self._executor, self._conn
+        self._executor, self._conn = None, None
+        if executor is None:
+            return
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=False)
+
+    async def ensure_topics(self, topics: Sequence[TopicSpec]) -> None:
+        """Create the missing topics; existing ones keep their partition count."""
+        rows = [(t.name, t.partitions) for t in topics]
+        await self._write(
+            lambda c: c.executemany(
+                "INSERT OR IGNORE INTO topics (name, partitions) VALUES (?, ?)", rows
+            )
+        )
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        """Append `records` in one transaction; durable (fsynced) when this returns."""
+        if records:
+            await self._write(lambda c: self._append(c, records))
+
+    def _append(self, conn: sqlite3.Connection, records: Sequence[Record]) -> None:
+        # Runs inside BEGIN IMMEDIATE: the write lock is held from the first read of the
+        # next offsets, so no other process can take the same ones.
+        partitions: dict[str, int] = {}
+        next_offsets: dict[tuple[str, int], int] = {}
+        now = time.time()
+        rows = []
+        for record in records:
+            if record.topic not in partitions:
+                partitions[record.topic] = self._topic_partitions(conn, record.topic)
+            partition = partition_for(record.key, partitions[record.topic])
+            place = (record.topic, partition)
+            if place not in next_offsets:
+                next_offsets[place] = conn.execute(
+                    'SELECT COALESCE(MAX("offset") + 1, 0) FROM records'
+                    ' WHERE topic = ? AND "partition" = ?',
+                    place,
+                ).fetchone()[0]
+            offset = next_offsets[place]
+            next_offsets[place] = offset + 1
+            rows.append(
+                (
+                    record.topic,
+                    partition,
+                    offset,
+                    record.key,
+                    _encode_headers(record.headers),
+                    record.value,
+                    now,
+                )
+            )
+        conn.executemany(
+            'INSERT INTO records (topic, "partition", "offset", key, headers, value, ts)'
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _topic_partitions(self, conn: sqlite3.Connection, topic: str) -> int:
+        conn.execute(
+            "INSERT OR IGNORE INTO topics (name, partitions) VALUES (?, ?)",
+            (topic, self.partitions_default),
+        )
+        row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
+        return int(row[0])
+
+    async def subscribe(self, group: str, topics: Sequence[str]) -> Subscription:
+        """A subscription of `group` to `topics` (topics may be created later)."""
+        self._connection()
+        return _EmbeddedSubscription(self, group, tuple(topics))
+
+    async def read_all(self, topic: str) -> list[Delivery]:
+        """Every record of `topic`, by partition then offset; touches no group offset."""
+
+        def read(conn: sqlite3.Connection) -> list[Delivery]:
+            rows = conn.execute(
+                'SELECT "partition", "offset", key, headers, value FROM records'
+                ' WHERE topic = ? ORDER BY "partition", "offset"',
+                (topic,),
+            ).fetchall()
+            return [_delivery(topic, row) for row in rows]
+
+        return await self._read(read)
+
+    # --- running work on the connection's thread ---------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise BusUnavailable(f"embedded log at {self.path} is not started")
+        return self._conn
+
+    async def _run(self, fn: Callable[[], _T]) -> _T:
+        assert self._executor is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._connection()
+        try:
+            return await self._run(lambda: fn(conn))
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"cannot read embedded log at {self.path}: {exc}") from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        conn = self._connection()
+
+        def transaction() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+        try:
+            await self._run(transaction)
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"cannot write embedded log at {self.path}: {exc}") from exc
+
+
+def _delivery(topic: str, row: tuple[int, int, bytes, str, bytes]) -> Delivery:
+    partition, offset, key, headers, value = row
+    record = Record(topic=topic, key=key, value=value, headers=_decode_headers(headers))
+    return Delivery(record=record, partition=partition, offset=offset)
+
+
+class _EmbeddedSubscription(Subscription):
+    """Reads `topics` for `group`, from the group's committed offsets on.
+
+    The read position lives in memory: it moves on as records are handed out, and a new
+    subscription starts again from the committed offsets.
+    """
+
+    def __init__(self, bus: EmbeddedBus, group: str, topics: tuple[str, ...]) -> None:
+        self._bus = bus
+        self._group = group
+        self._topics = topics
+        self._positions: dict[tuple[str, int], int] = {}
+        self._turn = 0
+        self._closed = False
+
+    async def fetch(self, max_records: int = 500, timeout_s: float = 0.5) -> list[Delivery]:
+        """Up to `max_records` next deliveries, polling until some come or `timeout_s` ends."""
+        if self._closed:
+            raise BusUnavailable("embedded subscription is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            deliveries = await self._bus._read(lambda c: self._next(c, max_records))
+            if deliveries or loop.time() >= deadline:
+                return deliveries
+            await asyncio.sleep(min(self._bus.poll_interval_s, max(0.0, deadline - loop.time())))
+
+    def _next(self, conn: sqlite3.Connection, max_records: int) -> list[Delivery]:
+        self._discover(conn)
+        places = sorted(self._positions)
+        if not places:
+            return []
+        # Start at a different partition each time, so a busy one cannot starve the rest.
+        self._turn = (self._turn + 1) % len(places)
+        out: list[Delivery] = []
+        for place in places[self._turn :] + places[: self._turn]:
+            if len(out) >= max_records:
+                break
+            topic, partition = place
+            rows = conn.execute(
+                'SELECT "partition", "offset", key, headers, value FROM records'
+                ' WHERE topic = ? AND "partition" = ? AND "offset" >= ?'
+                ' ORDER BY "offset" LIMIT ?',
+                (topic, partition, self._positions[place], max_records - len(out)),
+            ).fetchall()
+            if rows:
+                out.extend(_delivery(topic, row) for row in rows)
+                self._positions[place] = rows[-1][1] + 1
+        return out
+
+    def _discover(self, conn: sqlite3.Connection) -> None:
+        """Add partitions not seen yet, at the group's committed offset (0 if none)."""
+        marks = ",".join("?" * len(self._topics))
+        known = conn.execute(
+            f"SELECT name, partitions FROM topics WHERE name IN ({marks})", self._topics
+        ).fetchall()
+        for topic, partitions in known:
+            for partition in range(partitions):
+                if (topic, partition) in self._positions:
+                    continue
+                row = conn.execute(
+                    'SELECT next_offset FROM group_offsets WHERE "group" = ? AND topic = ?'
+                    ' AND "partition" = ?',
+                    (self._group, topic, partition),
+                ).fetchone()
+                self._positions[(topic, partition)] = int(row[0]) if row else 0
+
+    async def commit(self, deliveries: Sequence[Delivery]) -> None:
+        """Store, per partition, the offset after the highest delivery given."""
+        nexts: dict[tuple[str, int], int] = {}
+        for d in deliveries:
+            place = (d.record.topic, d.partition)
+            nexts[place] = max(nexts.get(place, 0), d.offset + 1)
+        if not nexts:
+            return
+        rows = [(self._group, topic, partition, n) for (topic, partition), n in nexts.items()]
+        await self._bus._write(
+            lambda c: c.executemany(
+                'INSERT INTO group_offsets ("group", topic, "partition", next_offset)'
+                ' VALUES (?, ?, ?, ?) ON CONFLICT ("group", topic, "partition")'
+                " DO UPDATE SET next_offset = excluded.next_offset",
+                rows,
+            )
+        )
+
+    async def close(self) -> None:
+        """Forget the read position; uncommitted deliveries come again to the next one."""
+        self._closed = True
+        self._positions.clear()

@@ -1,0 +1,38 @@
+"""The runtime's settings: one typed object, read once at the edge (CLI flags, then
+environment) and passed in; nothing below the CLI reads the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from saga_registry.engine.runner import RunnerSettings
+
+DEFAULT_BUS = "embedded:.saga/bus.db"
+DEFAULT_DB = "sqlite:///.saga/{service}.db"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """Kafka connection security (SASL/SSL), for brokers that need it."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What `saga run` runs and where."""
+
+    registry: str = "registry/saga.yaml"
+    bus: str = DEFAULT_BUS
+    db: str = DEFAULT_DB
+    services: tuple[str, ...] = ()
+    package: str = "handlers"
+    kafka: KafkaSecurity = field(default_factory=KafkaSecurity)
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    options: tuple[tuple[str, str], ...] = ()
+    """`KEY=VALUE` settings for the services (`--set`); each service whose class has
+    `configure(options)` receives them all."""

@@ -1,0 +1,468 @@
+"""The service runner: consumes the saga's topic for one service and handles each record
+in one database transaction holding the inbox row (dedupe), the saga's new state, the
+reaction's own writes and the outbox rows of what it emits.
+
+Every service applies every event of the topic to its own copy of each saga's state; the
+log's per-saga order makes all copies agree, so an event that is late or not allowed is
+skipped by every service alike. Failures never stop the loop: an undecodable or invalid
+record goes to the dead-letter topic at once; a reaction that raises is retried with
+exponential backoff, then dead-lettered, and its saga is parked here so that its later
+events wait in the dead-letter topic too, in order, until `saga dlq replay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import pydantic
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from saga_registry.engine import tables
+from saga_registry.engine.batch import NeedsOneByOne, apply_batch
+from saga_registry.engine.bus import Bus, Delivery, Subscription
+from saga_registry.engine.database import Database
+from saga_registry.engine.deadletter import dead_letter, one_line
+from saga_registry.engine.deadlines import DeadlineArming
+from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.errors import (
+    BadEnvelope,
+    BusUnavailable,
+    DatabaseUnavailable,
+    ForbiddenEmit,
+)
+from saga_registry.engine.machine import SagaMachine
+from saga_registry.engine.metrics import Metrics
+from saga_registry.engine.parking import Parked, is_parked, park
+from saga_registry.registry.model import Registry
+
+log = logging.getLogger("saga.runner")
+
+
+class EventLike(Protocol):
+    """What the runner needs of a generated event class instance."""
+
+    event_type: ClassVar[str]
+
+    def saga_id(self) -> str: ...
+
+    def to_json(self) -> bytes: ...
+
+
+class EventClass(Protocol):
+    """What the runner needs of a generated event class."""
+
+    def from_json(self, data: bytes | str) -> Any: ...
+
+    def from_dict(self, data: Mapping[str, Any]) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerSettings:
+    """How a runner retries and batches."""
+
+    max_attempts: int = 5
+    backoff_s: float = 0.05
+    backoff_max_s: float = 2.0
+    batch: int = 500
+    poll_timeout_s: float = 0.2
+    max_record_bytes: int = 1_000_000
+    """Larger records are dead-lettered unread (their first 64 KiB kept), and a reaction
+    may not emit one: no event of a registry needs more, decoding one would cost memory
+    and time for nothing, and below Kafka's default 1 MiB request size there is room for
+    a dead-letter copy's own headers."""
+    batch_transactions: bool = True
+    """Handle a poll batch in one database transaction (see `saga_registry.engine.batch`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    saga_id: str
+    event_id: str
+    service: str
+    db: AsyncConnection
+
+
+class ServiceRunner:
+    """Runs one service: consume, handle in one transaction, commit the offset."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        service: Any,
+        event_types: Mapping[str, Any],
+        db: Database,
+        bus: Bus,
+        *,
+        settings: RunnerSettings | None = None,
+        metrics: Metrics | None = None,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.name: str = service.service_name
+        self.service = service
+        self.event_types = event_types
+        self.db = db
+        self.bus = bus
+        self.settings = settings or RunnerSettings()
+        self.metrics = metrics or Metrics()
+        self.machine = SagaMachine(registry)
+        self.group = f"{registry.name}.{self.name}"
+        self.topic = registry.events_topic.name
+        self.dead_letter_topic = registry.dead_letter_topic.name
+        self.source = f"saga/{registry.name}/{self.name}"
+        self._reactions: Mapping[str, tuple[str, ...]] = service.reactions
+        self._handlers: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
+            event: getattr(service, method) for event, method in service.handler_names.items()
+        }
+        self.deadlines = DeadlineArming(registry, self.name, self.machine)
+        spec = registry.service(self.name)
+        self._deferring = {r.event for r in spec.reactions if r.defer}
+        self._initiates = spec.initiates
+        self._on_committed = on_committed or (lambda: None)
+        self._subscription: Subscription | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; a batch in hand is finished first.
+
+        A bus or database error (a broker restart, a failed commit) does not end the loop:
+        it is logged, and after a pause the runner subscribes again, so that whatever was
+        handed out but not committed is delivered again (and deduplicated)."""
+        pause = self.settings.backoff_s
+        while not stop.is_set():
+            subscription = None
+            try:
+                subscription = self._subscription = await self.bus.subscribe(
+                    self.group, [self.topic]
+                )
+                while not stop.is_set():
+                    batch = await subscription.fetch(
+                        self.settings.batch, self.settings.poll_timeout_s
+                    )
+                    if batch:
+                        await self.handle_batch(batch)
+                        await subscription.commit(batch)
+                    pause = self.settings.backoff_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive any outage
+                self.metrics.inc("consumer_errors", self.name)
+                log.warning(
+                    "%s: consumer error, resubscribing in %.2gs: %s",
+                    self.name,
+                    pause,
+                    one_line(exc),
+                )
+                await _sleep_unless(stop, pause)
+                pause = min(pause * 2, self.settings.backoff_max_s * 5)
+            finally:
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await subscription.close()
+                self._subscription = None
+
+    async def handle_batch(self, batch: list[Delivery]) -> None:
+        """Handle deliveries in order; never raises for a bad record or a failing reaction.
+
+        The batch goes in one transaction (`engine.batch`) unless `batch_transactions` is
+        off or something in it needs the one-by-one path; then each delivery gets its own
+        transaction, with retries, dead-lettering and parking."""
+        if self.settings.batch_transactions and len(batch) > 1:
+            try:
+                outcomes = await apply_batch(self, batch)
+            except asyncio.CancelledError:
+                raise
+            except _INFRASTRUCTURE:
+                raise
+            except NeedsOneByOne:
+                pass
+            except Exception as exc:  # a reaction failed: its retries happen one by one
+                log.debug(
+                    "%s: batch of %d falls back to one by one: %s", self.name, len(batch), exc
+                )
+            else:
+                for outcome in outcomes:
+                    self.metrics.inc(outcome, self.name)
+                self._on_committed()
+                return
+        for delivery in batch:
+            await self.handle(delivery)
+        self._on_committed()
+
+    async def handle(self, delivery: Delivery) -> str:
+        """Handle one delivery; returns what happened (applied, duplicate, skipped, dead)."""
+        size = delivery.record.size()
+        if size > self.settings.max_record_bytes:
+            too_large = BadEnvelope(
+                f"record of {size} bytes exceeds the limit of {self.settings.max_record_bytes}"
+            )
+            await self._dead_letter(delivery, too_large, attempts=0, keep_bytes=_KEEP_BYTES)
+            return "dead"
+        try:
+            envelope = Envelope.from_record(delivery.record)
+            event = self.decode(envelope)
+        except BadEnvelope as exc:
+            await self._dead_letter(delivery, exc, attempts=0)
+            return "dead"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.db.transaction() as conn:
+                    outcome = await self._apply(conn, envelope, event, delivery)
+                self.metrics.inc(outcome, self.name)
+                return outcome
+            except asyncio.CancelledError:
+                raise
+            except Parked as exc:
+                await self._dead_letter(delivery, exc, attempts=0)
+                return "dead"
+            except _INFRASTRUCTURE:
+                # The database or the bus is away: not the reaction's fault. The consumer
+                # loop pauses and resubscribes; nothing is dead-lettered or parked for it.
+                raise
+            except Exception as exc:  # any reaction error is retried, then parked
+                if attempt >= self.settings.max_attempts:
+                    log.warning(
+                        "%s: %s %s failed %d times, dead-lettered: %s",
+                        self.name,
+                        envelope.type,
+                        envelope.id,
+                        attempt,
+                        exc,
+                    )
+                    await self._dead_letter(delivery, exc, attempts=attempt)
+                    await park(self.db, envelope, exc)
+                    return "dead"
+                delay = min(
+                    self.settings.backoff_s * 2 ** (attempt - 1), self.settings.backoff_max_s
+                )
+                self.metrics.inc("retried", self.name)
+                await asyncio.sleep(delay)
+
+    def decode(self, envelope: Envelope) -> Any:
+        """The typed event of `envelope`; raises `BadEnvelope` if it is not one."""
+        cls = self.event_types.get(envelope.type)
+        if cls is None:
+            raise BadEnvelope(f"unknown event type {envelope.type!r}")
+        try:
+            event = cls.from_json(envelope.data)
+        except pydantic.ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+            raise BadEnvelope(
+                f"invalid {envelope.type} payload: {where}: {first['msg']} "
+                f"({exc.error_count()} error(s))"
+            ) from None
+        if event.saga_id() != envelope.saga_id:
+            raise BadEnvelope(
+                f"record key {envelope.saga_id!r} differs from the payload's "
+                f"{self.registry.key} {event.saga_id()!r}"
+            )
+        return event
+
+    async def _apply(
+        self, conn: AsyncConnection, env: Envelope, event: Any, delivery: Delivery
+    ) -> str:
+        now = time.time()
+        seen = await conn.scalar(
+            select(tables.inbox.c.event_id).where(
+                tables.inbox.c.event_id == env.id, tables.inbox.c.source == env.source
+            )
+        )
+        if seen is not None:
+            await self._skip(conn, env, None, "duplicate", now)
+            return "duplicate"
+        if await is_parked(conn, env, delivery):
+            raise Parked
+        await conn.execute(
+            insert(tables.inbox).values(
+                event_id=env.id,
+                source=env.source,
+                event_type=env.type,
+                saga_id=env.saga_id,
+                received_at=now,
+            )
+        )
+        state = await conn.scalar(
+            select(tables.saga_state.c.state).where(tables.saga_state.c.saga_id == env.saga_id)
+        )
+        step = self.machine.step(state or self.machine.initial, env.type)
+        if step.target is None:
+            await self._skip(conn, env, step.source, "not_allowed", now)
+            log.info(
+                "%s: skipped %s %s for saga %s: not allowed in state %s",
+                self.name,
+                env.type,
+                env.id,
+                env.saga_id,
+                step.source,
+            )
+            return "skipped"
+        if state is None:
+            await conn.execute(
+                insert(tables.saga_state).values(
+                    saga_id=env.saga_id, state=step.target, updated_at=now
+                )
+            )
+        else:
+            await conn.execute(
+                update(tables.saga_state)
+                .where(tables.saga_state.c.saga_id == env.saga_id)
+                .values(state=step.target, updated_at=now)
+            )
+        emitted = await self.react(conn, env, event)
+        if emitted is not None:
+            await self.write_outbox(conn, emitted, now)
+        await self.deadlines.arm(conn, env.saga_id, step, emitted, now)
+        return "applied"
+
+    async def react(self, conn: AsyncConnection, env: Envelope, event: Any) -> Envelope | None:
+        """Run this service's reaction to `env`, if it has one, inside `conn`'s transaction;
+        returns the envelope of what it emits (checked, not yet written to the outbox)."""
+        handler = self._handlers.get(env.type)
+        if handler is None:
+            return None
+        result = await handler(event, _Context(env.saga_id, env.id, self.name, conn))
+        return self.emitted_envelope(env, result)
+
+    def emitted_envelope(self, cause: Envelope, emitted: Any) -> Envelope | None:
+        """The envelope of what a reaction to `cause` returned (None for nothing);
+        raises `ForbiddenEmit` if the registry does not allow it."""
+        allowed = self._reactions.get(cause.type, ())
+        if emitted is None:
+            if allowed and cause.type not in self._deferring:
+                raise ForbiddenEmit(
+                    f"{self.name} reaction to {cause.type} returned nothing; "
+                    f"it must emit one of {', '.join(allowed)}"
+                )
+            return None
+        kind = getattr(emitted, "event_type", type(emitted).__name__)
+        if kind not in allowed:
+            raise ForbiddenEmit(
+                f"{self.name} reaction to {cause.type} emitted {kind}; the "
+                f"registry allows {', '.join(allowed) or 'nothing'}"
+            )
+        if emitted.saga_id() != cause.saga_id:
+            raise ForbiddenEmit(
+                f"{self.name} emitted {kind} for saga {emitted.saga_id()!r} "
+                f"while handling saga {cause.saga_id!r}"
+            )
+        return Envelope.new(
+            type=kind,
+            source=self.source,
+            saga_id=cause.saga_id,
+            data=emitted.to_json(),
+            cause=cause,
+        )
+
+    async def initiate(
+        self,
+        event: Any,
+        effects: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+    ) -> Envelope:
+        """Emit `event` outside any reaction: a saga's first event (`initiates` in the
+        registry) or the late answer of a deferred reaction. `effects` runs in the same
+        transaction as the outbox row. Returns the envelope queued for the relay.
+
+        A deferred answer counts only while the saga still waits for it: it takes the
+        saga's pending deadline in the same transaction, and is refused (ForbiddenEmit,
+        nothing written) once the deadline has fired or another answer came first."""
+        kind = event.event_type
+        may = set(self._initiates) | {e for r in self._deferring for e in self._reactions[r]}
+        if kind not in may:
+            raise ForbiddenEmit(
+                f"{self.name} may not initiate {kind}: the registry lets it "
+                f"initiate {', '.join(sorted(may)) or 'nothing'}"
+            )
+        env = Envelope.new(
+            type=kind, source=self.source, saga_id=event.saga_id(), data=event.to_json()
+        )
+        deferred_answer = kind not in self._initiates and bool(self.deadlines.own)
+        async with self.db.transaction() as conn:
+            if deferred_answer:
+                # Whoever deletes the timer row owns the saga's answer: this answer or the
+                # deadline, never both (PostgreSQL's row lock orders concurrent deletes).
+                taken = await conn.execute(
+                    delete(tables.timers).where(tables.timers.c.saga_id == env.saga_id)
+                )
+                if not taken.rowcount:
+                    raise ForbiddenEmit(
+                        f"{kind} for saga {env.saga_id} is too late: the saga no longer waits "
+                        "for it (its deadline fired, or it was answered already)"
+                    )
+            if effects is not None:
+                await effects(conn)
+            await self.write_outbox(conn, env, time.time())
+        self._on_committed()
+        return env
+
+    async def write_outbox(self, conn: AsyncConnection, env: Envelope, now: float) -> None:
+        """Queue `env` for the relay inside the caller's transaction."""
+        await conn.execute(_QUEUE, self.outbox_row(env, now))
+
+    def outbox_row(self, env: Envelope, now: float) -> dict[str, Any]:
+        """The outbox row that queues `env` for the relay; raises `ForbiddenEmit` for a
+        record larger than consumers take (it would sit in the outbox, unsendable or
+        dead-lettered by every consumer: better refused while the cause can be retried)."""
+        record = env.to_record(self.topic)
+        size = record.size()
+        if size > self.settings.max_record_bytes:
+            raise ForbiddenEmit(
+                f"{self.name} emitted {env.type} for saga {env.saga_id} of {size} bytes, "
+                f"over the limit of {self.settings.max_record_bytes}"
+            )
+        return {
+            "event_id": env.id,
+            "topic": record.topic,
+            "key": record.key,
+            "headers": [[k, v.decode()] for k, v in record.headers],
+            "value": record.value,
+            "created_at": now,
+            "sent_at": None,
+        }
+
+    async def _skip(
+        self, conn: AsyncConnection, env: Envelope, state: str | None, reason: str, now: float
+    ) -> None:
+        await conn.execute(
+            insert(tables.skipped).values(
+                event_id=env.id,
+                event_type=env.type,
+                saga_id=env.saga_id,
+                state=state,
+                reason=reason,
+                at=now,
+            )
+        )
+
+    async def _dead_letter(
+        self, delivery: Delivery, exc: BaseException, attempts: int, keep_bytes: int | None = None
+    ) -> None:
+        record = dead_letter(
+            delivery, self.dead_letter_topic, self.name, exc, attempts, keep_bytes=keep_bytes
+        )
+        await self.bus.publish([record])
+        self.metrics.inc("dead_lettered", self.name)
+
+
+# What a dead-lettered oversized record keeps: enough to see what it was, small enough for
+# any broker's default message size limit.
+_KEEP_BYTES = 64 << 10
+
+# Built once: SQLAlchemy then reuses their compiled form without rebuilding a cache key.
+_QUEUE = insert(tables.outbox)
+
+_INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

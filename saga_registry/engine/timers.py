@@ -1,0 +1,111 @@
+"""Registry deadlines ("if no X within N s, emit Y"), fired from persisted timers.
+
+A runner arms a timer in the same transaction that moves a saga into a state with a
+deadline; this loop fires due timers. Timers live in the database, so a deadline fires
+after a restart too. Firing re-checks the saga's state in the same transaction: a saga
+that moved on meanwhile only loses its timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy import delete, select
+
+from saga_registry.engine import tables
+from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.runner import ServiceRunner
+
+log = logging.getLogger("saga.timers")
+
+
+class DeadlineTimers:
+    """Fires the due deadlines of one service."""
+
+    def __init__(self, runner: ServiceRunner, *, poll_s: float = 0.25) -> None:
+        self.runner = runner
+        self.poll_s = poll_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fire due deadlines until `stop` is set."""
+        while not stop.is_set():
+            try:
+                await self.fire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # timers are in the database; the next pass retries
+                log.warning("%s: deadline timers failed: %s", self.runner.name, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll_s)
+
+    async def fire_due(self, now: float | None = None) -> int:
+        """Fire every timer due at `now`; returns how many events were emitted."""
+        r = self.runner
+        t = tables.timers
+        now = time.time() if now is None else now
+        fired = 0
+        async with r.db.transaction() as conn:
+            due = (
+                await conn.execute(
+                    select(t).where(t.c.due_at <= now).order_by(t.c.due_at).limit(500)
+                )
+            ).all()
+            deadlines = r.registry.state_machine.deadlines
+            for timer in due:
+                taken = await conn.execute(
+                    delete(t).where(t.c.saga_id == timer.saga_id, t.c.deadline == timer.deadline)
+                )
+                if not taken.rowcount:
+                    continue  # answered meanwhile, or fired by another replica
+                if (
+                    timer.deadline >= len(deadlines)
+                    or deadlines[timer.deadline].state != timer.state
+                ):
+                    # The registry changed since the timer was armed: that deadline is gone.
+                    log.warning(
+                        "%s: dropped a timer of saga %s: deadline %d in %s is no "
+                        "longer in the registry",
+                        r.name,
+                        timer.saga_id,
+                        timer.deadline,
+                        timer.state,
+                    )
+                    continue
+                state = await conn.scalar(
+                    select(tables.saga_state.c.state).where(
+                        tables.saga_state.c.saga_id == timer.saga_id
+                    )
+                )
+                if state != timer.state:
+                    continue
+                deadline = deadlines[timer.deadline]
+                payload = dict(deadline.payload)
+                key_field = next(
+                    f for f in r.registry.event(deadline.emit).fields if f.name == r.registry.key
+                )
+                payload[r.registry.key] = (
+                    int(timer.saga_id) if key_field.type == "integer" else timer.saga_id
+                )
+                event = r.event_types[deadline.emit].from_dict(payload)
+                env = Envelope.new(
+                    type=deadline.emit,
+                    source=f"{r.source}/deadline",
+                    saga_id=timer.saga_id,
+                    data=event.to_json(),
+                )
+                await r.write_outbox(conn, env, now)
+                log.info(
+                    "%s: deadline: saga %s stayed %.3gs in %s, emitted %s",
+                    r.name,
+                    timer.saga_id,
+                    deadline.within_s,
+                    timer.state,
+                    deadline.emit,
+                )
+                fired += 1
+        if fired:
+            r.metrics.inc("deadlines_fired", r.name, fired)
+        return fired
