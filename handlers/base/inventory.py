@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     InventoryReleased,
     InventoryReservationFailed,
@@ -21,6 +20,7 @@ from handlers.events import (
     PaymentFailed,
     RefundSucceeded,
 )
+from saga_registry.engine.reaction import ReactionContext
 
 __all__ = ['InventoryBase']
 

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     DeliveryFailed,
     DeliveryScheduled,
     PaymentSucceeded,
 )
+from saga_registry.engine.reaction import ReactionContext
 
 __all__ = ['LogisticsBase']
 

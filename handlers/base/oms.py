@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     DeliveryScheduled,
     InventoryReleased,
     InventoryReservationFailed,
     OrderCancelled,
 )
+from saga_registry.engine.reaction import ReactionContext
 
 __all__ = ['OMSBase']
 

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     DeliveryFailed,
     DeliveryScheduled,
@@ -25,6 +24,7 @@ from handlers.events import (
     PaymentSucceeded,
     RefundSucceeded,
 )
+from saga_registry.engine.reaction import ReactionContext
 
 __all__ = ['OrderHistoryBase']
 

@@ -51,7 +51,11 @@ _STATES = select(tables.saga_state.c.saga_id, tables.saga_state.c.state).where(
 _SET_STATE = (
     update(tables.saga_state)
     .where(tables.saga_state.c.saga_id == bindparam("b_saga_id"))
-    .values(state=bindparam("b_state"), updated_at=bindparam("b_updated_at"))
+    .values(
+        state=bindparam("b_state"),
+        updated_at=bindparam("b_updated_at"),
+        entered_by=bindparam("b_entered_by"),
+    )
 )
 
 
@@ -68,13 +72,13 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
     if any(d.record.size() > limit for d in batch):
         raise NeedsOneByOne  # dead-lettered there, unread
     try:
-        items = [(env, runner.decode(env)) for env in map(_envelope, batch)]
+        items = [(d, env, runner.decode(env)) for d in batch for env in (_envelope(d),)]
     except BadEnvelope:
         raise NeedsOneByOne from None
     now = time.time()
     inbox, state, skipped = tables.inbox, tables.saga_state, tables.skipped
-    sagas = list({env.saga_id for env, _ in items})
-    ids = list({env.id for env, _ in items})
+    sagas = list({env.saga_id for _, env, _ in items})
+    ids = list({env.id for _, env, _ in items})
     async with runner.db.transaction() as conn:
         seen = {(r.event_id, r.source) for r in await conn.execute(_SEEN, {"ids": ids})}
         if await conn.scalar(_PARKED, {"sagas": sagas}) is not None:
@@ -88,9 +92,11 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
         outbox_rows: list[dict[str, Any]] = []
         moved: set[str] = set()
         outcomes: list[str] = []
-        for env, event in items:
+        entered: dict[str, str] = {}
+        correlation: dict[str, str] = {}
+        for delivery, env, event in items:
             if (env.id, env.source) in seen:
-                skipped_rows.append(_skip_row(env, None, "duplicate", now))
+                skipped_rows.append(skip_row(env, delivery, None, "duplicate", now))
                 outcomes.append("duplicate")
                 continue
             seen.add((env.id, env.source))
@@ -101,11 +107,13 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
                     "event_type": env.type,
                     "saga_id": env.saga_id,
                     "received_at": now,
+                    "log_partition": delivery.partition,
+                    "log_offset": delivery.offset,
                 }
             )
             step = runner.machine.step(states.get(env.saga_id, runner.machine.initial), env.type)
             if step.target is None:
-                skipped_rows.append(_skip_row(env, step.source, "not_allowed", now))
+                skipped_rows.append(skip_row(env, delivery, step.source, "not_allowed", now))
                 log.info(
                     "%s: skipped %s %s for saga %s: not allowed in state %s",
                     runner.name,
@@ -116,7 +124,10 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
                 )
                 outcomes.append("skipped")
                 continue
+            if env.saga_id not in states:
+                correlation[env.saga_id] = env.correlation_id
             states[env.saga_id] = step.target
+            entered[env.saga_id] = env.id
             moved.add(env.saga_id)
             emitted = await runner.react(conn, env, event)
             if emitted is not None:
@@ -130,12 +141,21 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
         if skipped_rows:
             await conn.execute(insert(skipped), skipped_rows)
         new = [
-            {"saga_id": s, "state": states[s], "updated_at": now} for s in moved if s not in stored
+            {
+                "saga_id": s,
+                "state": states[s],
+                "updated_at": now,
+                "correlation_id": correlation[s],
+                "entered_by": entered[s],
+                "started_at": now,
+            }
+            for s in moved
+            if s not in stored
         ]
         if new:
             await conn.execute(insert(state), new)
         changed = [
-            {"b_saga_id": s, "b_state": states[s], "b_updated_at": now}
+            {"b_saga_id": s, "b_state": states[s], "b_updated_at": now, "b_entered_by": entered[s]}
             for s in moved
             if s in stored
         ]
@@ -150,7 +170,10 @@ def _envelope(delivery: Delivery) -> Envelope:
     return Envelope.from_record(delivery.record)
 
 
-def _skip_row(env: Envelope, state: str | None, reason: str, now: float) -> dict[str, Any]:
+def skip_row(
+    env: Envelope, delivery: Delivery, state: str | None, reason: str, now: float
+) -> dict[str, Any]:
+    """The `saga_skipped` row recording that `env` was not applied (`reason`)."""
     return {
         "event_id": env.id,
         "event_type": env.type,
@@ -158,4 +181,6 @@ def _skip_row(env: Envelope, state: str | None, reason: str, now: float) -> dict
         "state": state,
         "reason": reason,
         "at": now,
+        "log_partition": delivery.partition,
+        "log_offset": delivery.offset,
     }

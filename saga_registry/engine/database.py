@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import Connection, MetaData, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -87,6 +87,7 @@ class Database:
                 async with self._engine.begin() as conn:
                     for md in self._metadata:
                         await conn.run_sync(md.create_all)
+                    await conn.run_sync(_add_missing_columns)
                 return
             except DBAPIError:
                 # Processes starting together on a fresh database (a service and a CLI
@@ -109,6 +110,23 @@ class Database:
             raise RuntimeError("Database.start() was not called")
         async with self._engine.begin() as conn:
             yield conn
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Add the engine's nullable columns that a database made by an older version lacks
+    (`create_all` makes missing tables, never missing columns)."""
+    inspector = inspect(conn)
+    for table in engine_metadata.sorted_tables:
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable:
+                raise DatabaseUnavailable(
+                    f"table {table.name} lacks column {column.name}, which cannot be added"
+                )
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _make_engine(url: URL) -> AsyncEngine:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine import tables
-from saga_registry.engine.batch import NeedsOneByOne, apply_batch
+from saga_registry.engine.batch import NeedsOneByOne, apply_batch, skip_row
 from saga_registry.engine.bus import Bus, Delivery, Subscription
 from saga_registry.engine.database import Database
 from saga_registry.engine.deadletter import dead_letter, one_line
@@ -278,7 +278,7 @@ class ServiceRunner:
             )
         )
         if seen is not None:
-            await self._skip(conn, env, None, "duplicate", now)
+            await self._skip(conn, env, delivery, None, "duplicate", now)
             return "duplicate"
         if await is_parked(conn, env, delivery):
             raise Parked
@@ -289,6 +289,8 @@ class ServiceRunner:
                 event_type=env.type,
                 saga_id=env.saga_id,
                 received_at=now,
+                log_partition=delivery.partition,
+                log_offset=delivery.offset,
             )
         )
         state = await conn.scalar(
@@ -296,7 +298,7 @@ class ServiceRunner:
         )
         step = self.machine.step(state or self.machine.initial, env.type)
         if step.target is None:
-            await self._skip(conn, env, step.source, "not_allowed", now)
+            await self._skip(conn, env, delivery, step.source, "not_allowed", now)
             log.info(
                 "%s: skipped %s %s for saga %s: not allowed in state %s",
                 self.name,
@@ -309,14 +311,19 @@ class ServiceRunner:
         if state is None:
             await conn.execute(
                 insert(tables.saga_state).values(
-                    saga_id=env.saga_id, state=step.target, updated_at=now
+                    saga_id=env.saga_id,
+                    state=step.target,
+                    updated_at=now,
+                    correlation_id=env.correlation_id,
+                    entered_by=env.id,
+                    started_at=now,
                 )
             )
         else:
             await conn.execute(
                 update(tables.saga_state)
                 .where(tables.saga_state.c.saga_id == env.saga_id)
-                .values(state=step.target, updated_at=now)
+                .values(state=step.target, updated_at=now, entered_by=env.id)
             )
         emitted = await self.react(conn, env, event)
         if emitted is not None:
@@ -430,17 +437,16 @@ class ServiceRunner:
         }
 
     async def _skip(
-        self, conn: AsyncConnection, env: Envelope, state: str | None, reason: str, now: float
+        self,
+        conn: AsyncConnection,
+        env: Envelope,
+        delivery: Delivery,
+        state: str | None,
+        reason: str,
+        now: float,
     ) -> None:
         await conn.execute(
-            insert(tables.skipped).values(
-                event_id=env.id,
-                event_type=env.type,
-                saga_id=env.saga_id,
-                state=state,
-                reason=reason,
-                at=now,
-            )
+            insert(tables.skipped).values(skip_row(env, delivery, state, reason, now))
         )
 
     async def _dead_letter(

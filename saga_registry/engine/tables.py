@@ -34,8 +34,13 @@ inbox = Table(
     Column("event_type", String(128), nullable=False),
     Column("saga_id", String(256), nullable=False),
     Column("received_at", Float, nullable=False),
+    # Where the event sits in the log: a saga lives in one partition, so the offset orders
+    # its events (timestamps cannot: a batch shares one). NULL for rows of older versions.
+    Column("log_partition", Integer, nullable=True),
+    Column("log_offset", BigInteger, nullable=True),
+    Index("ix_saga_inbox_saga", "saga_id"),
 )
-"""Every event this service has taken in: the dedupe key."""
+"""Every event this service has taken in: the dedupe key, and the saga's history here."""
 
 outbox = Table(
     "saga_outbox",
@@ -58,6 +63,13 @@ saga_state = Table(
     Column("saga_id", String(256), primary_key=True),
     Column("state", String(64), nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The saga's first event's id: one correlation id for its whole life, deferred answers
+    # and deadline events included. NULL for rows of older versions.
+    Column("correlation_id", String(128), nullable=True),
+    # The event that moved the saga into `state`: the cause of a deadline or a deferred
+    # answer given in that state.
+    Column("entered_by", String(128), nullable=True),
+    Column("started_at", Float, nullable=True),
 )
 """This service's copy of each saga's state (all services apply the same ordered log)."""
 
@@ -71,6 +83,9 @@ skipped = Table(
     Column("state", String(64), nullable=True),
     Column("reason", String(32), nullable=False),
     Column("at", Float, nullable=False),
+    Column("log_partition", Integer, nullable=True),
+    Column("log_offset", BigInteger, nullable=True),
+    Index("ix_saga_skipped_saga", "saga_id"),
 )
 """Events recorded but not applied: duplicates and events not allowed in the state."""
 
