@@ -11,7 +11,7 @@ from typing import ClassVar
 from sqlalchemy import MetaData
 
 
-class ServiceBase(abc.ABC):  # noqa: B024 - a service that reacts to nothing has no abstract method
+class ServiceBase(abc.ABC):
     """A service of a registry. The generated base of each service fills in the class
     variables from the registry; the project's subclass writes the reactions (one
     `async def on_<event>(self, event, ctx)` per consumed event) and may declare:
