@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from saga_registry.cli.init import init
 from saga_registry.cli.runtime import dlq, run
 from saga_registry.registry import CodegenError, RegistryInvalid, load_registry
 from saga_registry.registry.model import Registry
@@ -127,6 +128,7 @@ def codegen(registry_path: str, out: Path, check_only: bool, no_render: bool) ->
     )
 
 
+main.add_command(init)
 main.add_command(run)
 main.add_command(dlq)
 
