@@ -33,9 +33,7 @@ class Logistics(LogisticsBase):
     metadata = metadata
     provider_failure = 0.0
     options = MappingProxyType(
-        {
-            "logistics.provider_failure": "the share of orders the logistics provider cannot take (0 to 1)"
-        }
+        {"logistics.provider_failure": "the share of orders the provider refuses (0 to 1)"}
     )
 
     def configure(self, options: Mapping[str, str]) -> None:
