@@ -20,12 +20,12 @@ from handlers.events import (
     PaymentFailed,
     RefundSucceeded,
 )
-from saga_registry.engine.reaction import ReactionContext
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['InventoryBase']
 
 
-class InventoryBase(abc.ABC):
+class InventoryBase(ServiceBase):
     """The reactions of Inventory."""
 
     service_name: ClassVar[str] = 'Inventory'

@@ -17,12 +17,12 @@ from handlers.events import (
     DeliveryScheduled,
     PaymentSucceeded,
 )
-from saga_registry.engine.reaction import ReactionContext
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['LogisticsBase']
 
 
-class LogisticsBase(abc.ABC):
+class LogisticsBase(ServiceBase):
     """The reactions of Logistics."""
 
     service_name: ClassVar[str] = 'Logistics'

@@ -18,12 +18,12 @@ from handlers.events import (
     InventoryReservationFailed,
     OrderCancelled,
 )
-from saga_registry.engine.reaction import ReactionContext
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['OMSBase']
 
 
-class OMSBase(abc.ABC):
+class OMSBase(ServiceBase):
     """The reactions of OMS."""
 
     service_name: ClassVar[str] = 'OMS'

@@ -24,12 +24,12 @@ from handlers.events import (
     PaymentSucceeded,
     RefundSucceeded,
 )
-from saga_registry.engine.reaction import ReactionContext
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['OrderHistoryBase']
 
 
-class OrderHistoryBase(abc.ABC):
+class OrderHistoryBase(ServiceBase):
     """The reactions of OrderHistory."""
 
     service_name: ClassVar[str] = 'OrderHistory'

@@ -19,12 +19,12 @@ from handlers.events import (
     PaymentSucceeded,
     RefundSucceeded,
 )
-from saga_registry.engine.reaction import ReactionContext
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['PaymentBase']
 
 
-class PaymentBase(abc.ABC):
+class PaymentBase(ServiceBase):
     """The reactions of Payment."""
 
     service_name: ClassVar[str] = 'Payment'
