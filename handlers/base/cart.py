@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
+from saga_registry.engine import ServiceBase
+
 __all__ = ['CartBase']
 
 
-class CartBase:
+class CartBase(ServiceBase):
     """The reactions of Cart."""
 
     service_name: ClassVar[str] = 'Cart'

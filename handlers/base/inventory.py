@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     InventoryReleased,
     InventoryReservationFailed,
@@ -21,11 +20,12 @@ from handlers.events import (
     PaymentFailed,
     RefundSucceeded,
 )
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['InventoryBase']
 
 
-class InventoryBase(abc.ABC):
+class InventoryBase(ServiceBase):
     """The reactions of Inventory."""
 
     service_name: ClassVar[str] = 'Inventory'

@@ -12,17 +12,17 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     DeliveryFailed,
     DeliveryScheduled,
     PaymentSucceeded,
 )
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['LogisticsBase']
 
 
-class LogisticsBase(abc.ABC):
+class LogisticsBase(ServiceBase):
     """The reactions of Logistics."""
 
     service_name: ClassVar[str] = 'Logistics'

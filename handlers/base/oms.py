@@ -12,18 +12,18 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     DeliveryScheduled,
     InventoryReleased,
     InventoryReservationFailed,
     OrderCancelled,
 )
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['OMSBase']
 
 
-class OMSBase(abc.ABC):
+class OMSBase(ServiceBase):
     """The reactions of OMS."""
 
     service_name: ClassVar[str] = 'OMS'

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     DeliveryFailed,
     DeliveryScheduled,
@@ -25,11 +24,12 @@ from handlers.events import (
     PaymentSucceeded,
     RefundSucceeded,
 )
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['OrderHistoryBase']
 
 
-class OrderHistoryBase(abc.ABC):
+class OrderHistoryBase(ServiceBase):
     """The reactions of OrderHistory."""
 
     service_name: ClassVar[str] = 'OrderHistory'

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
 
-from saga_registry.engine.reaction import ReactionContext
 from handlers.events import (
     DeliveryFailed,
     InventoryReserved,
@@ -20,11 +19,12 @@ from handlers.events import (
     PaymentSucceeded,
     RefundSucceeded,
 )
+from saga_registry.engine import ReactionContext, ServiceBase
 
 __all__ = ['PaymentBase']
 
 
-class PaymentBase(abc.ABC):
+class PaymentBase(ServiceBase):
     """The reactions of Payment."""
 
     service_name: ClassVar[str] = 'Payment'
