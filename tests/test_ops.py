@@ -23,12 +23,12 @@ import pytest
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from saga_registry.cli.ops import path_dot
 from saga_registry.codegen import write
 from saga_registry.engine import inspect, tables
 from saga_registry.engine.buses import EmbeddedBus
 from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.trace import Trace, path_dot
 from saga_registry.registry import Registry, load_registry
 from tests.autoreact import payload
 from tests.helpers import ROOT, TRIP
@@ -491,7 +491,7 @@ def test_status_of_a_saga_past_its_deadline_is_stuck() -> None:
 
 def test_path_dot_quotes_any_saga_id(dot_installed: None) -> None:
     reg = load_registry(TRIP)
-    trace = inspect.Trace(
+    trace = Trace(
         saga_id='a"b\\',
         rows=[],
         pending=[],

@@ -30,6 +30,7 @@ from saga_registry.engine.config import DEFAULT_DB, KafkaSecurity, Settings
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import EngineError
 from saga_registry.engine.handlers import event_types
+from saga_registry.engine.trace import Letter, Trace, build_trace, letters_of, path_dot
 from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.model import Registry
 
@@ -333,7 +334,7 @@ def trace(
     _notes([*notes, *([note] if note else [])])
     if all(r.empty() for r in records.values()) and not letters:
         _fail(f"no service has seen saga {saga_id!r}")
-    t = inspect.build_trace(reg, saga_id, records, letters)
+    t = build_trace(reg, saga_id, records, letters)
     services = [s.name for s in reg.services]
     if as_json:
         click.echo(json.dumps(_trace_doc(reg, t, services), indent=2))
@@ -349,7 +350,7 @@ def trace(
 
 async def _letters(
     reg: Registry, url: str, kafka: KafkaOptions, saga_id: str
-) -> tuple[list[inspect.Letter], str]:
+) -> tuple[list[Letter], str]:
     """The saga's dead letters, or none and why the topic could not be read."""
     topic = reg.dead_letter_topic.name
     bus = bus_from_url(url, kafka_options=kafka)
@@ -361,10 +362,10 @@ async def _letters(
             deliveries = await live.read_all(topic)
     except EngineError as exc:
         return [], f"dead-letter topic not read: {exc}"
-    return inspect.letters_of(deliveries, saga_id, reg.events_topic.name), ""
+    return letters_of(deliveries, saga_id, reg.events_topic.name), ""
 
 
-def _trace_doc(reg: Registry, t: inspect.Trace, services: list[str]) -> dict[str, Any]:
+def _trace_doc(reg: Registry, t: Trace, services: list[str]) -> dict[str, Any]:
     outcome = reg.state_machine.state(t.state).outcome
     return {
         "saga_id": t.saga_id,
@@ -402,7 +403,7 @@ def _trace_doc(reg: Registry, t: inspect.Trace, services: list[str]) -> dict[str
     }
 
 
-def _print_trace(reg: Registry, t: inspect.Trace, services: list[str]) -> None:
+def _print_trace(reg: Registry, t: Trace, services: list[str]) -> None:
     outcome = reg.state_machine.state(t.state).outcome
     click.echo(
         f"saga {t.saga_id}: {len(t.rows)} event(s), now {t.state}"
@@ -430,58 +431,6 @@ def _print_trace(reg: Registry, t: inspect.Trace, services: list[str]) -> None:
         )
 
 
-def path_dot(reg: Registry, t: inspect.Trace) -> str:
-    """The registry's state machine with the path `t` took drawn over it: visited states
-    and taken transitions (numbered in order) highlighted, the rest grey. Every name
-    reaches DOT through graphviz's quoting (the saga id may hold anything)."""
-    import graphviz  # only here: the runtime's commands must not load it
-
-    sm = reg.state_machine
-    visited = set(t.visited)
-    steps: dict[tuple[str, str, str], list[int]] = {}
-    for n, edge in enumerate(t.taken, 1):
-        steps.setdefault(edge, []).append(n)
-    g = graphviz.Digraph(name="saga_path")
-    title = f"saga {t.saga_id}: {t.state}"
-    # Backslashes doubled and line breaks escaped by hand; quotes are graphviz's to escape;
-    # nohtml keeps an id like <b> from being read as an HTML label.
-    g.attr(rankdir="LR", labelloc="t", fontname="Helvetica", label=_text(title))
-    g.attr("node", fontname="Helvetica", fontsize="11")
-    g.attr("edge", fontname="Helvetica", fontsize="10")
-    for s in sm.states:
-        on = s.name in visited
-        g.node(
-            s.name,
-            _text(s.name),
-            shape="doublecircle" if s.terminal else "circle",
-            style="filled" if on else "",
-            fillcolor="#c8e6c9" if on else "",
-            color="#1b5e20" if on else "#bbbbbb",
-            fontcolor="#000000" if on else "#999999",
-            penwidth="2" if s.name == t.state else "1",
-        )
-    for src, event, dst in sm.edges():
-        numbers = steps.get((src, event, dst))
-        label = f"{','.join(map(str, numbers))}. {event}" if numbers else event
-        g.edge(
-            src,
-            dst,
-            label=_text(label),
-            color="#1b5e20" if numbers else "#cccccc",
-            fontcolor="#1b5e20" if numbers else "#aaaaaa",
-            penwidth="2.5" if numbers else "1",
-        )
-    source: str = g.source
-    return source
-
-
-def _text(value: str) -> Any:
-    import graphviz
-
-    escaped = value.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
-    return graphviz.nohtml(escaped)
-
-
 def _write(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
@@ -507,4 +456,4 @@ def _render_svg(source: str, path: Path) -> None:
     click.echo(f"wrote {path}", err=True)
 
 
-__all__ = ["path_dot", "sagas", "start", "trace"]
+__all__ = ["sagas", "start", "trace"]
