@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from saga_registry.cli.init import init
+from saga_registry.cli.ops import sagas, start, trace
 from saga_registry.cli.runtime import dlq, run
 from saga_registry.registry import CodegenError, RegistryInvalid, load_registry
 from saga_registry.registry.model import Registry
@@ -168,6 +169,9 @@ def codegen(
 main.add_command(init)
 main.add_command(run)
 main.add_command(dlq)
+main.add_command(start)
+main.add_command(sagas)
+main.add_command(trace)
 
 
 def _add_project_commands(package: str = "handlers") -> None:
