@@ -29,6 +29,21 @@ asyncio_default_fixture_loop_scope = "function"
 filterwarnings = ["error"]
 """
 
+# Runs after the `saga` fixture's teardown (an autouse fixture is set up first): nothing
+# the harness started may still be running.
+CONFTEST = """\
+import asyncio
+
+import pytest_asyncio
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def no_leaked_tasks():
+    yield
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert not left, f"tasks left running after the saga fixture: {left}"
+"""
+
 # Trip booking's reactions, each decision driven by the trip's payload: destination NOF has
 # no flight, NOH no hotel, NOC no car; a van costs more than the card allows.
 TRIP_HANDLERS = {
@@ -171,7 +186,7 @@ TRIP_HANDLERS = {
     """,
 }
 
-TRIP_TESTS = '''
+TRIP_TESTS = """
 from handlers.events import TripRequested
 
 HAPPY = ["TripRequested", "FlightBooked", "HotelBooked", "CarRented", "PaymentCaptured",
@@ -185,7 +200,7 @@ def trip(booking_id, destination="LIS"):
         "itinerary": {"origin": "BER", "destination": destination, "depart_on": "2027-05-01"},
         "nights": 3, "car_class": "economy", "budget": 100000, "currency": "EUR",
     })
-'''
+"""
 
 
 def _dedent(text: str) -> str:
@@ -203,13 +218,19 @@ def make_project(root: Path, registry: Path, handlers: dict[str, str]) -> Path:
         (root / "handlers" / module).write_text(_dedent(text))
     (root / "pyproject.toml").write_text(PYPROJECT)
     (root / "tests").mkdir()
+    (root / "tests" / "conftest.py").write_text(CONFTEST)
     return root
 
 
-def run_pytest(root: Path, tests: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_pytest(
+    root: Path, tests: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python -m pytest` in `root` on a test file with `tests` as its body."""
     (root / "tests" / "test_saga.py").write_text(tests)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "SAGA_REGISTRY")}
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "SAGA_REGISTRY")},
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=root,
@@ -236,7 +257,7 @@ def trip_project(tmp_path: Path) -> Path:
 
 
 def test_happy_and_failure_paths_end_with_their_events_in_log_order(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent('''
+    tests = TRIP_TESTS + _dedent("""
         async def test_confirmed(saga):
             result = await (await saga.start(trip("b1"))).wait()
             assert result.events == HAPPY
@@ -249,14 +270,14 @@ def test_happy_and_failure_paths_end_with_their_events_in_log_order(trip_project
                                      "FlightCancelled", "TripCancelled"]
             assert (result.state, result.outcome) == ("cancelled", "failure")
             assert result.event("TripCancelled").cause == "HotelBookingFailed"
-    ''')
+    """)
     result = run_pytest(trip_project, tests)
     assert result.returncode == 0, report(result)
     assert counts(result) == {"passed": 2}, report(result)
 
 
 def test_a_wrong_expectation_fails_with_the_saga_s_own_events(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent('''
+    tests = TRIP_TESTS + _dedent("""
         async def test_expects_a_confirmation_that_never_comes(saga):
             result = await (await saga.start(trip("b3", destination="NOF"))).wait()
             assert result.events == HAPPY
@@ -264,7 +285,7 @@ def test_a_wrong_expectation_fails_with_the_saga_s_own_events(trip_project: Path
         async def test_asks_for_an_event_the_saga_did_not_have(saga):
             result = await (await saga.start(trip("b4", destination="NOF"))).wait()
             result.event("TripConfirmed")
-    ''')
+    """)
     result = run_pytest(trip_project, tests)
     assert result.returncode == 1, report(result)
     assert counts(result) == {"failed": 2}, report(result)
@@ -276,21 +297,21 @@ def test_a_wrong_expectation_fails_with_the_saga_s_own_events(trip_project: Path
 
 
 def test_an_injected_failure_is_retried_and_the_saga_recovers(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent('''
+    tests = TRIP_TESTS + _dedent("""
         async def test_hotel_fails_once(saga):
             failure = saga.fail("Hotels", "FlightBooked", times=1)
             result = await (await saga.start(trip("b5"))).wait()
             assert result.events == HAPPY
             assert (failure.raised, failure.calls) == (1, 2)
             assert await saga.dead_letters() == []
-    ''')
+    """)
     result = run_pytest(trip_project, tests)
     assert result.returncode == 0, report(result)
     assert counts(result) == {"passed": 1}, report(result)
 
 
 def test_a_failure_every_time_dead_letters_and_parks_the_saga(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent('''
+    tests = TRIP_TESTS + _dedent("""
         async def test_hotel_always_fails(saga):
             failure = saga.fail("Hotels", "FlightBooked", times=None, error="hotel system down")
             run = await saga.start(trip("b6"))
@@ -307,7 +328,7 @@ def test_a_failure_every_time_dead_letters_and_parks_the_saga(trip_project: Path
         async def test_waiting_for_an_end_reports_the_parking(saga):
             saga.fail("Hotels", "FlightBooked", times=None)
             await (await saga.start(trip("b7"))).wait()
-    ''')
+    """)
     result = run_pytest(trip_project, tests)
     assert result.returncode == 1, report(result)
     assert counts(result) == {"passed": 1, "failed": 1}, report(result)
@@ -318,7 +339,7 @@ def test_a_failure_every_time_dead_letters_and_parks_the_saga(trip_project: Path
 
 
 def test_outcome_tests_run_the_registry_s_paths(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent('''
+    tests = TRIP_TESTS + _dedent("""
         async def test_outcome_confirmed(saga):
             result = await saga.run_outcome("confirmed", trip("b8"))
             assert result.state == "confirmed"
@@ -334,7 +355,7 @@ def test_outcome_tests_run_the_registry_s_paths(trip_project: Path) -> None:
 
         async def test_unknown_outcome(saga):
             await saga.run_outcome("lost", trip("b11"))
-    ''')
+    """)
     result = run_pytest(trip_project, tests)
     assert result.returncode == 1, report(result)
     assert counts(result) == {"passed": 2, "failed": 3}, report(result)
@@ -353,18 +374,72 @@ def test_outcome_tests_run_the_registry_s_paths(trip_project: Path) -> None:
 
 
 def test_start_refuses_an_event_no_service_initiates(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent('''
+    tests = TRIP_TESTS + _dedent("""
         from handlers.events import TripCancelled
 
         async def test_start_with_a_cancellation(saga):
             await saga.start(TripCancelled(booking_id="b", cause="PaymentDeclined", reason="x"))
-    ''')
+    """)
     result = run_pytest(trip_project, tests)
     assert counts(result) == {"failed": 1}, report(result)
     assert (
         "saga.start(): no service initiates TripCancelled; the registry starts sagas with "
         "TripRequested (Booking)" in result.stdout
     ), report(result)
+
+
+def test_the_registry_path_comes_from_the_ini_option(trip_project: Path) -> None:
+    (trip_project / "registry" / "saga.yaml").rename(trip_project / "registry" / "trips.yaml")
+    tests = TRIP_TESTS + _dedent("""
+        async def test_confirmed(saga):
+            assert (await (await saga.start(trip("b12"))).wait()).events == HAPPY
+    """)
+    missing = run_pytest(trip_project, tests)
+    assert counts(missing) == {"error": 1}, report(missing)
+    assert (
+        f"saga fixture: no registry at {trip_project / 'registry' / 'saga.yaml'}: set the ini "
+        "option `saga_registry` or SAGA_REGISTRY to its path" in missing.stdout
+    ), report(missing)
+    found = run_pytest(trip_project, tests, "-o", "saga_registry=registry/trips.yaml")
+    assert counts(found) == {"passed": 1}, report(found)
+    by_env = run_pytest(trip_project, tests, env={"SAGA_REGISTRY": "registry/trips.yaml"})
+    assert counts(by_env) == {"passed": 1}, report(by_env)
+
+
+def test_strict_mode_needs_only_the_asyncio_mark(trip_project: Path) -> None:
+    tests = TRIP_TESTS + _dedent("""
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_confirmed(saga):
+            assert (await (await saga.start(trip("b13"))).wait()).events == HAPPY
+    """)
+    result = run_pytest(trip_project, tests, "-o", "asyncio_mode=strict")
+    assert counts(result) == {"passed": 1}, report(result)
+
+
+def test_a_project_mistake_fails_the_test_in_one_line(trip_project: Path) -> None:
+    (trip_project / "handlers" / "notifications.py").write_text(
+        _dedent("""
+            from handlers.base.notifications import NotificationsBase
+
+
+            class Notifications(NotificationsBase):
+                async def on_trip_confirmed(self, event, ctx):
+                    return None
+        """)
+    )
+    tests = TRIP_TESTS + _dedent("""
+        async def test_confirmed(saga):
+            pass
+    """)
+    result = run_pytest(trip_project, tests)
+    assert counts(result) == {"error": 1}, report(result)
+    assert (
+        "saga harness: handler Notifications in handlers.notifications lacks reaction(s): "
+        "on_trip_cancelled" in result.stdout
+    ), report(result)
+    assert "Traceback" not in result.stdout, report(result)
 
 
 APPROVAL = """\
@@ -472,7 +547,7 @@ def test_advance_fires_a_deadline_without_waiting_for_it(tmp_path: Path) -> None
     registry = tmp_path / "approval.yaml"
     registry.write_text(APPROVAL)
     root = make_project(tmp_path / "approvals", registry, APPROVAL_HANDLERS)
-    tests = _dedent('''
+    tests = _dedent("""
         import time
 
         from handlers.events import ApprovalRequested
@@ -490,7 +565,7 @@ def test_advance_fires_a_deadline_without_waiting_for_it(tmp_path: Path) -> None
 
         async def test_without_advance_the_saga_waits(saga):
             await (await saga.start(ApprovalRequested(request_id="r2", amount=500))).wait(0.5)
-    ''')
+    """)
     result = run_pytest(root, tests)
     assert counts(result) == {"passed": 1, "failed": 1}, report(result)
     assert (
@@ -500,7 +575,7 @@ def test_advance_fires_a_deadline_without_waiting_for_it(tmp_path: Path) -> None
 
 
 def test_the_same_tests_run_on_kafka(trip_project: Path, kafka_bootstrap: str) -> None:
-    tests = TRIP_TESTS + _dedent('''
+    tests = TRIP_TESTS + _dedent("""
         async def test_confirmed(saga):
             assert saga.settings.bus.startswith("kafka://")
             result = await (await saga.start(trip("k1"))).wait(60)
@@ -512,7 +587,7 @@ def test_the_same_tests_run_on_kafka(trip_project: Path, kafka_bootstrap: str) -
             assert parked.events == ["TripRequested", "FlightBooked"]
             [dead] = await saga.dead_letters()
             assert dead.service == "Hotels"
-    ''')
+    """)
     result = run_pytest(trip_project, tests, f"--saga-bus=kafka://{kafka_bootstrap}")
     assert result.returncode == 0, report(result)
     assert counts(result) == {"passed": 2}, report(result)

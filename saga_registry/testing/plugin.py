@@ -47,6 +47,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 async def _harness(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[SagaHarness]:
+    """Every service of the project's registry, running for one test on a throwaway
+    embedded log (or `--saga-bus`, with fresh topics) and throwaway SQLite databases: a
+    `saga_registry.testing.SagaHarness`. Async: needs pytest-asyncio (auto mode, or
+    `@pytest.mark.asyncio` in strict mode)."""
     project = project_of(request.config)
     registry = load_project_registry(project)
     settings, registry = harness_settings(project, registry, tmp_path_factory.mktemp("saga"))
@@ -62,7 +66,6 @@ if importlib.util.find_spec("pytest_asyncio") is not None:
     import pytest_asyncio
 
     saga = pytest_asyncio.fixture(_harness, name="saga", loop_scope="function")
-    """Every service of the project's registry, running for one test (`SagaHarness`)."""
 
 else:
 
