@@ -17,6 +17,7 @@ from saga_registry.testing.project import (
     DEFAULT_PACKAGE,
     DEFAULT_REGISTRY,
     harness_settings,
+    importable,
     load_project_registry,
     project_of,
 )
@@ -42,6 +43,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Run the `saga` fixture on this bus (e.g. kafka://127.0.0.1:9092), with fresh "
         "topics per test, instead of a throwaway embedded log.",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A saga project's test modules import its package at their top, before any fixture
+    runs: make it importable at the start of the session (only where the rootdir holds
+    the project's registry, so that other projects' sessions are left alone)."""
+    project = project_of(config)
+    if project.registry.is_file():
+        importable(project)
 
 
 async def _harness(

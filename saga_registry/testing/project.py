@@ -50,6 +50,15 @@ def project_of(config: pytest.Config) -> Project:
     return Project(root, registry, package, str(bus) if bus else None)
 
 
+def importable(project: Project) -> None:
+    """Put the project root first on sys.path, so that `import handlers` finds the
+    project's package however pytest was run (pytest itself only adds `tests/` for a
+    project whose tests/ has no __init__.py)."""
+    root = str(project.root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
 def load_project_registry(project: Project) -> Registry:
     """The project's registry, its package importable; fails the test on a mistake."""
     if not project.registry.is_file():
@@ -58,10 +67,7 @@ def load_project_registry(project: Project) -> Registry:
             "`saga_registry` or SAGA_REGISTRY to its path (relative to the project root)",
             pytrace=False,
         )
-    root = str(project.root)
-    if root not in sys.path:
-        # So that `import handlers` finds the project's package, however pytest was run.
-        sys.path.insert(0, root)
+    importable(project)
     try:
         return load_registry(project.registry)
     except CodegenError as exc:
