@@ -162,7 +162,8 @@ class _Builder:
         for i, name in enumerate(required):
             if name not in props:
                 self.value_problem(
-                    (*path, "required", i), f"required field '{name}' is not in properties"
+                    (*path, "required", i),
+                    f"required field '{name}' is not in properties{did_you_mean(name, props)}",
                 )
         fields = []
         for name, spec in props.items():

@@ -10,6 +10,7 @@ the generated code, and checking a value against it can never backtrack for minu
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -17,6 +18,9 @@ from typing import Any
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from pydantic_core import SchemaError, SchemaValidator, core_schema
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 80  # quotes a pattern in a problem, cut short if long
 
 
 @lru_cache(maxsize=256)
@@ -42,10 +46,14 @@ def pattern_problem(pattern: str) -> str | None:
     # A regex elsewhere, but it uses what the Rust engine lacks (look-around, back-
     # references). pydantic-core quotes the pattern with a caret under the fault, then
     # one line "error: <reason>"; the reason alone fits on the problem's line.
-    lines = [ln.strip() for ln in str(rust_reason).splitlines()]
-    reason = next((ln[len("error: ") :] for ln in lines if ln.startswith("error: ")), "unsupported")
+    lines = [ln.strip() for ln in str(rust_reason).splitlines() if ln.strip()]
+    reason = next(
+        (ln[len("error: ") :] for ln in lines if ln.startswith("error: ")),
+        # Other failures (a pattern too large once compiled) are one "SchemaError:" line.
+        lines[-1].removeprefix("SchemaError: ") if lines else "unsupported",
+    )
     return (
-        f"pattern {pattern!r} is not accepted by the regex engine of the generated code "
+        f"pattern {_SHORT.repr(pattern)} is not accepted by the regex engine of the generated code "
         f"(Rust regex, as pydantic uses): {reason}"
     )
 
