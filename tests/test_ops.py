@@ -28,7 +28,7 @@ from saga_registry.engine import inspect, tables
 from saga_registry.engine.buses import EmbeddedBus
 from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.envelope import Envelope
-from saga_registry.engine.trace import Trace, path_dot
+from saga_registry.engine.trace import Trace, build_trace, path_dot
 from saga_registry.registry import Registry, load_registry
 from tests.autoreact import payload
 from tests.helpers import ROOT, TRIP
@@ -508,3 +508,72 @@ def test_path_dot_quotes_any_saga_id(dot_installed: None) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "saga a&quot;b\\: flight_failed" in done.stdout
+
+
+def _inbox(event_id: str, kind: str, offset: int, at: float, source: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "source": source,
+        "event_type": kind,
+        "saga_id": "s",
+        "received_at": at,
+        "log_partition": 3,
+        "log_offset": offset,
+    }
+
+
+def test_trace_orders_by_log_offset_even_against_the_clock() -> None:
+    """Rows arrive in no order and with clocks that disagree with the log (a batch shares
+    one time; services run at their own pace): the log offset alone orders the trace."""
+    reg = load_registry(TRIP)
+    src = "saga/trip_booking/"
+    log = [
+        ("e1", "TripRequested", 10, "outside"),
+        ("e2", "FlightBookingFailed", 11, src + "Flights/deadline"),
+        ("e3", "TripCancelled", 12, src + "Booking"),
+    ]
+    # Booking took all three in one batch (one time); Flights' clock runs behind.
+    booking = [_inbox(e, k, o, 500.0, s) for e, k, o, s in reversed(log)]
+    flights = [_inbox(e, k, o, 400.0 - o, s) for e, k, o, s in reversed(log)]
+    unsent = {
+        "event_id": "e4",
+        "headers": [["ce_type", "TripConfirmed"], ["ce_id", "e4"]],
+        "created_at": 501.0,
+        "sent_at": None,
+    }
+    emitted = {
+        "event_id": "e3",
+        "headers": [["ce_type", "TripCancelled"], ["ce_causationid", "e2"]],
+        "created_at": 500.0,
+        "sent_at": 500.0,
+    }
+    records = {
+        "Booking": inspect.ServiceRecords(inbox=booking, outbox=[emitted, unsent]),
+        "Flights": inspect.ServiceRecords(inbox=flights),
+        "Hotels": inspect.ServiceRecords(
+            inbox=[_inbox("e1", "TripRequested", 10, 300.0, "outside")],
+            parked={"event_id": "e2", "error": "RuntimeError: boom"},
+        ),
+    }
+    t = build_trace(reg, "s", records)
+    assert [(r.offset, r.event_type) for r in t.rows] == [
+        (10, "TripRequested"),
+        (11, "FlightBookingFailed"),
+        (12, "TripCancelled"),
+    ]
+    assert [(r.before, r.after) for r in t.rows] == [
+        ("new", "requested"),
+        ("requested", "flight_failed"),
+        ("flight_failed", "cancelled"),
+    ]
+    assert [r.producer for r in t.rows] == ["outside", "Flights (deadline)", "Booking"]
+    assert str(t.rows[1].actions["Booking"]) == "reacted (-> TripCancelled)"
+    assert str(t.rows[0].actions["Booking"]) == "applied"
+    assert str(t.rows[0].actions["Hotels"]) == "applied"
+    assert str(t.rows[1].actions["Hotels"]) == "dead-lettered (RuntimeError: boom)"
+    assert str(t.rows[2].actions["Hotels"]) == "held (saga parked here)"
+    assert str(t.rows[0].actions["Billing"]) == "-"
+    assert [(p.service, p.event_type, p.sent) for p in t.pending] == [
+        ("Booking", "TripConfirmed", False)
+    ]
+    assert t.state == "cancelled"

@@ -265,7 +265,7 @@ def sagas(
         click.echo("by state: " + ", ".join(f"{s} {n}" for s, n in sorted(by_state.items())))
     if not shown:
         return
-    width = min(max(len(v.saga_id) for v, _, _ in shown), 40)
+    width = min(max(len(_shown(v.saga_id)) for v, _, _ in shown), 40)
     state_w = max(len(v.state) for v, _, _ in shown)
     click.echo(
         f"\n{'SAGA':<{width}}  {'STATE':<{state_w}}  {'STATUS':<9}  {'OUTCOME':<7}  "
@@ -275,11 +275,16 @@ def sagas(
         age = _secs(now - v.started_at) if v.started_at else "?"
         late = f", deadline {_secs(now - v.due_at)} overdue" if st == "stuck" and v.due_at else ""
         click.echo(
-            f"{v.saga_id:<{width}}  {v.state:<{state_w}}  {st:<9}  {out or '-':<7}  "
+            f"{_shown(v.saga_id):<{width}}  {v.state:<{state_w}}  {st:<9}  {out or '-':<7}  "
             f"{age:>8}  {_secs(now - v.updated_at):>8}  {v.seen_by}{late}"
         )
     if len(shown) < len(rows):
         click.echo(f"(showing {len(shown)} of {len(rows)}; --limit to see more)", err=True)
+
+
+def _shown(saga_id: str) -> str:
+    # A line per saga: an id with a line break or other control characters is quoted.
+    return saga_id if saga_id.isprintable() else repr(saga_id)
 
 
 def _secs(seconds: float) -> str:
@@ -406,7 +411,7 @@ def _trace_doc(reg: Registry, t: Trace, services: list[str]) -> dict[str, Any]:
 def _print_trace(reg: Registry, t: Trace, services: list[str]) -> None:
     outcome = reg.state_machine.state(t.state).outcome
     click.echo(
-        f"saga {t.saga_id}: {len(t.rows)} event(s), now {t.state}"
+        f"saga {_shown(t.saga_id)}: {len(t.rows)} event(s), now {t.state}"
         + (f" ({outcome})" if outcome else "")
     )
     if not t.rows:

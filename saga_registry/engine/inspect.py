@@ -55,17 +55,19 @@ async def reader(url: URL) -> AsyncIterator[AsyncConnection]:
         engine = create_async_engine(url, poolclass=NullPool)
     try:
         try:
-            conn_cm = engine.connect()
-            conn = await conn_cm.__aenter__()
+            conn = await engine.connect().start()
         except (DBAPIError, OperationalError, OSError) as exc:
             if _no_such_database(exc):
                 raise Absent(f"no database {url.database}") from None
             raise DatabaseUnavailable(f"cannot read database {where}: {_reason(exc)}") from None
+        transaction = await conn.begin()
         try:
-            async with conn.begin():
-                yield conn
+            yield conn
+        except (DBAPIError, OperationalError) as exc:
+            raise DatabaseUnavailable(f"cannot read database {where}: {_reason(exc)}") from None
         finally:
-            await conn_cm.__aexit__(None, None, None)
+            await transaction.rollback()
+            await conn.close()
     finally:
         await engine.dispose()
 
