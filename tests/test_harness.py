@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -256,136 +257,178 @@ def trip_project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "trips", REGISTRIES / "trip_booking.yaml", TRIP_HANDLERS)
 
 
-def test_happy_and_failure_paths_end_with_their_events_in_log_order(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent("""
-        async def test_confirmed(saga):
-            result = await (await saga.start(trip("b1"))).wait()
-            assert result.events == HAPPY
-            assert (result.state, result.outcome) == ("confirmed", "success")
-            assert result.event("TripConfirmed").rental_id == "C-b1"
+# The trip tests a project would write, run in one pytest session (a session starts in
+# seconds; each saga ends in about one): some pass, some fail on purpose.
+TRIP_SUITE = TRIP_TESTS + _dedent("""
+    from handlers.events import TripCancelled
 
-        async def test_no_hotel_undoes_the_flight(saga):
-            result = await (await saga.start(trip("b2", destination="NOH"))).wait()
-            assert result.events == ["TripRequested", "FlightBooked", "HotelBookingFailed",
-                                     "FlightCancelled", "TripCancelled"]
-            assert (result.state, result.outcome) == ("cancelled", "failure")
-            assert result.event("TripCancelled").cause == "HotelBookingFailed"
-    """)
-    result = run_pytest(trip_project, tests)
-    assert result.returncode == 0, report(result)
-    assert counts(result) == {"passed": 2}, report(result)
+    async def test_confirmed(saga):
+        result = await (await saga.start(trip("b1"))).wait()
+        assert result.events == HAPPY
+        assert (result.state, result.outcome) == ("confirmed", "success")
+        assert result.event("TripConfirmed").rental_id == "C-b1"
+
+    async def test_no_hotel_undoes_the_flight(saga):
+        result = await (await saga.start(trip("b2", destination="NOH"))).wait()
+        assert result.events == ["TripRequested", "FlightBooked", "HotelBookingFailed",
+                                 "FlightCancelled", "TripCancelled"]
+        assert (result.state, result.outcome) == ("cancelled", "failure")
+        assert result.event("TripCancelled").cause == "HotelBookingFailed"
+
+    async def test_expects_a_confirmation_that_never_comes(saga):
+        result = await (await saga.start(trip("b3", destination="NOF"))).wait()
+        assert result.events == HAPPY
+
+    async def test_asks_for_an_event_the_saga_did_not_have(saga):
+        result = await (await saga.start(trip("b4", destination="NOF"))).wait()
+        result.event("TripConfirmed")
+
+    async def test_hotel_fails_once(saga):
+        failure = saga.fail("Hotels", "FlightBooked", times=1)
+        result = await (await saga.start(trip("b5"))).wait()
+        assert result.events == HAPPY
+        assert (failure.raised, failure.calls) == (1, 2)
+        assert await saga.dead_letters() == []
+
+    async def test_hotel_always_fails(saga):
+        failure = saga.fail("Hotels", "FlightBooked", times=None, error="hotel system down")
+        run = await saga.start(trip("b6"))
+        parked = await run.wait_parked()
+        assert parked.events == ["TripRequested", "FlightBooked"]
+        assert parked.state == "flight_booked" and parked.outcome is None
+        assert parked.parked == {"Hotels": "hotel system down"}
+        # A batch that fails falls back to one by one: at least max_attempts calls raised.
+        assert failure.raised >= saga.settings.runner.max_attempts
+        [dead] = await saga.dead_letters()
+        assert (dead.service, dead.event_type, dead.saga_id) == ("Hotels", "FlightBooked", "b6")
+        assert dead.attempts == saga.settings.runner.max_attempts
+        assert dead.error == "hotel system down"
+
+    async def test_waiting_for_an_end_reports_the_parking(saga):
+        saga.fail("Hotels", "FlightBooked", times=None)
+        await (await saga.start(trip("b7"))).wait()
+
+    async def test_outcome_confirmed(saga):
+        result = await saga.run_outcome("confirmed", trip("b8"))
+        assert result.state == "confirmed"
+
+    async def test_outcome_after_car_rental_failed(saga):
+        await saga.run_outcome("cancelled_after_car_rental_failed", trip("b9", "NOC"))
+
+    async def test_outcome_not_written_yet(saga):
+        await saga.run_outcome("cancelled_after_payment_declined", None)
+
+    async def test_outcome_that_takes_another_path(saga):
+        await saga.run_outcome("cancelled_after_hotel_booking_failed", trip("b10", "NOF"))
+
+    async def test_unknown_outcome(saga):
+        await saga.run_outcome("lost", trip("b11"))
+
+    async def test_start_with_a_cancellation(saga):
+        await saga.start(TripCancelled(booking_id="b", cause="PaymentDeclined", reason="x"))
+""")
 
 
-def test_a_wrong_expectation_fails_with_the_saga_s_own_events(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent("""
-        async def test_expects_a_confirmation_that_never_comes(saga):
-            result = await (await saga.start(trip("b3", destination="NOF"))).wait()
-            assert result.events == HAPPY
+@dataclass(frozen=True)
+class Session:
+    """One inner pytest run: each test's outcome and failure text."""
 
-        async def test_asks_for_an_event_the_saga_did_not_have(saga):
-            result = await (await saga.start(trip("b4", destination="NOF"))).wait()
-            result.event("TripConfirmed")
-    """)
-    result = run_pytest(trip_project, tests)
-    assert result.returncode == 1, report(result)
-    assert counts(result) == {"failed": 2}, report(result)
-    assert "'FlightBookingFailed'" in result.stdout, report(result)
+    result: subprocess.CompletedProcess[str]
+
+    def outcome(self, test: str) -> str:
+        found = re.search(
+            rf"^tests/test_saga\.py::{test} (PASSED|FAILED|ERROR)", self.result.stdout, re.M
+        )
+        assert found, f"no result for {test}\n{report(self.result)}"
+        return found.group(1).lower()
+
+    def failure(self, test: str) -> str:
+        """The text pytest printed for `test`'s failure."""
+        sections = re.split(
+            r"^_{3,} (?:ERROR at \w+ of )?(\w+) _{3,}$", self.result.stdout, flags=re.M
+        )
+        for name, text in zip(sections[1::2], sections[2::2], strict=True):
+            if name == test:
+                return text
+        raise AssertionError(f"no failure printed for {test}\n{report(self.result)}")
+
+
+@pytest.fixture(scope="module")
+def trip_session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    root = make_project(
+        tmp_path_factory.mktemp("suite") / "trips",
+        REGISTRIES / "trip_booking.yaml",
+        TRIP_HANDLERS,
+    )
+    # -vv: one line per test, despite run_pytest's -q.
+    return Session(run_pytest(root, TRIP_SUITE, "-vv"))
+
+
+def test_happy_and_failure_paths_end_with_their_events_in_log_order(trip_session: Session) -> None:
+    assert trip_session.outcome("test_confirmed") == "passed"
+    assert trip_session.outcome("test_no_hotel_undoes_the_flight") == "passed"
+    assert trip_session.outcome("test_outcome_after_car_rental_failed") == "passed"
+
+
+def test_a_wrong_expectation_fails_with_the_saga_s_own_events(trip_session: Session) -> None:
+    wrong = "test_expects_a_confirmation_that_never_comes"
+    assert trip_session.outcome(wrong) == "failed"
+    assert "'FlightBookingFailed'" in trip_session.failure(wrong)
+    missing = "test_asks_for_an_event_the_saga_did_not_have"
+    assert trip_session.outcome(missing) == "failed"
     assert (
         "saga b4 had no TripConfirmed event; its events were: TripRequested, "
-        "FlightBookingFailed, TripCancelled" in result.stdout
-    ), report(result)
+        "FlightBookingFailed, TripCancelled" in trip_session.failure(missing)
+    )
 
 
-def test_an_injected_failure_is_retried_and_the_saga_recovers(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent("""
-        async def test_hotel_fails_once(saga):
-            failure = saga.fail("Hotels", "FlightBooked", times=1)
-            result = await (await saga.start(trip("b5"))).wait()
-            assert result.events == HAPPY
-            assert (failure.raised, failure.calls) == (1, 2)
-            assert await saga.dead_letters() == []
-    """)
-    result = run_pytest(trip_project, tests)
-    assert result.returncode == 0, report(result)
-    assert counts(result) == {"passed": 1}, report(result)
+def test_an_injected_failure_is_retried_and_the_saga_recovers(trip_session: Session) -> None:
+    assert trip_session.outcome("test_hotel_fails_once") == "passed"
 
 
-def test_a_failure_every_time_dead_letters_and_parks_the_saga(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent("""
-        async def test_hotel_always_fails(saga):
-            failure = saga.fail("Hotels", "FlightBooked", times=None, error="hotel system down")
-            run = await saga.start(trip("b6"))
-            parked = await run.wait_parked()
-            assert parked.events == ["TripRequested", "FlightBooked"]
-            assert parked.state == "flight_booked" and parked.outcome is None
-            assert parked.parked == {"Hotels": "hotel system down"}
-            assert failure.raised == saga.settings.runner.max_attempts
-            [dead] = await saga.dead_letters()
-            assert (dead.service, dead.event_type, dead.saga_id) == ("Hotels", "FlightBooked", "b6")
-            assert dead.attempts == saga.settings.runner.max_attempts
-            assert dead.error == "hotel system down"
-
-        async def test_waiting_for_an_end_reports_the_parking(saga):
-            saga.fail("Hotels", "FlightBooked", times=None)
-            await (await saga.start(trip("b7"))).wait()
-    """)
-    result = run_pytest(trip_project, tests)
-    assert result.returncode == 1, report(result)
-    assert counts(result) == {"passed": 1, "failed": 1}, report(result)
+def test_a_failure_every_time_dead_letters_and_parks_the_saga(trip_session: Session) -> None:
+    assert trip_session.outcome("test_hotel_always_fails") == "passed"
+    test = "test_waiting_for_an_end_reports_the_parking"
+    assert trip_session.outcome(test) == "failed"
     assert (
         "saga b7 was parked: Hotels's reaction to FlightBooked failed 5 times "
-        "(injected failure of Hotels's reaction to FlightBooked)" in result.stdout
-    ), report(result)
+        "(injected failure of Hotels's reaction to FlightBooked)" in trip_session.failure(test)
+    )
 
 
-def test_outcome_tests_run_the_registry_s_paths(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent("""
-        async def test_outcome_confirmed(saga):
-            result = await saga.run_outcome("confirmed", trip("b8"))
-            assert result.state == "confirmed"
-
-        async def test_outcome_after_car_rental_failed(saga):
-            await saga.run_outcome("cancelled_after_car_rental_failed", trip("b9", "NOC"))
-
-        async def test_outcome_not_written_yet(saga):
-            await saga.run_outcome("cancelled_after_payment_declined", None)
-
-        async def test_outcome_that_takes_another_path(saga):
-            await saga.run_outcome("cancelled_after_hotel_booking_failed", trip("b10", "NOF"))
-
-        async def test_unknown_outcome(saga):
-            await saga.run_outcome("lost", trip("b11"))
-    """)
-    result = run_pytest(trip_project, tests)
-    assert result.returncode == 1, report(result)
-    assert counts(result) == {"passed": 2, "failed": 3}, report(result)
-    out = result.stdout
+def test_outcome_tests_run_the_registry_s_paths(trip_session: Session) -> None:
+    assert trip_session.outcome("test_outcome_confirmed") == "passed"
+    for test in ("test_outcome_not_written_yet", "test_outcome_that_takes_another_path"):
+        assert trip_session.outcome(test) == "failed"
     assert (
         "outcome test 'cancelled_after_payment_declined' is not written yet: fill in the "
-        "event that starts a saga taking this path (tests/test_outcomes.py)" in out
-    ), report(result)
+        "event that starts a saga taking this path (tests/test_outcomes.py)"
+        in trip_session.failure("test_outcome_not_written_yet")
+    )
     assert (
         "outcome 'cancelled_after_hotel_booking_failed': expected TripRequested -> "
         "FlightBooked -> HotelBookingFailed -> FlightCancelled -> TripCancelled ending "
         "cancelled; saga b10 took TripRequested -> FlightBookingFailed -> TripCancelled "
-        "ending cancelled" in out
-    ), report(result)
-    assert "unknown outcome 'lost': the registry's outcomes are confirmed, " in out, report(result)
+        "ending cancelled" in trip_session.failure("test_outcome_that_takes_another_path")
+    )
+    assert trip_session.outcome("test_unknown_outcome") == "failed"
+    assert "unknown outcome 'lost': the registry's outcomes are confirmed, " in (
+        trip_session.failure("test_unknown_outcome")
+    )
 
 
-def test_start_refuses_an_event_no_service_initiates(trip_project: Path) -> None:
-    tests = TRIP_TESTS + _dedent("""
-        from handlers.events import TripCancelled
-
-        async def test_start_with_a_cancellation(saga):
-            await saga.start(TripCancelled(booking_id="b", cause="PaymentDeclined", reason="x"))
-    """)
-    result = run_pytest(trip_project, tests)
-    assert counts(result) == {"failed": 1}, report(result)
+def test_start_refuses_an_event_no_service_initiates(trip_session: Session) -> None:
+    test = "test_start_with_a_cancellation"
+    assert trip_session.outcome(test) == "failed"
     assert (
         "saga.start(): no service initiates TripCancelled; the registry starts sagas with "
-        "TripRequested (Booking)" in result.stdout
-    ), report(result)
+        "TripRequested (Booking)" in trip_session.failure(test)
+    )
+
+
+def test_the_whole_session_counts_its_passes_and_failures(trip_session: Session) -> None:
+    assert trip_session.result.returncode == 1, report(trip_session.result)
+    assert counts(trip_session.result) == {"passed": 6, "failed": 7}, report(trip_session.result)
 
 
 def test_the_registry_path_comes_from_the_ini_option(trip_project: Path) -> None:
