@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 from tests.pg import pg_url  # noqa: E402, F401 - the PostgreSQL fixture, shared by the suite
+
+# The engine's tests import the committed codegen output of tests/registries/ (`orders`,
+# `trip_booking` packages), never the checkout's own `handlers`.
+for _golden in sorted((Path(__file__).parent / "golden").iterdir()):
+    if str(_golden) not in sys.path:
+        sys.path.append(str(_golden))

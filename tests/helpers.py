@@ -15,9 +15,17 @@ from saga_registry.registry.source import load_document
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKOUT = ROOT / "registry" / "saga.yaml"
+"""The checkout project's registry: only the checkout's own tests read it."""
+ORDERS = ROOT / "tests" / "registries" / "orders.yaml"
+"""A frozen copy of the checkout registry: the engine's tests run on it (and on the other
+registries under tests/registries/), so that editing the checkout touches none of them."""
 TRIP = ROOT / "tests" / "registries" / "trip_booking.yaml"
+GOLDEN = ROOT / "tests" / "golden"
+"""The committed codegen output of each registry under tests/registries/ (one folder per
+registry, generated into a package named like it, without SVGs): the engine's tests import
+`orders.events`, `orders.base` from there."""
 
-CHECKOUT_PATHS: dict[str, list[str]] = {
+ORDERS_PATHS: dict[str, list[str]] = {
     "completed": ["OrderCreated", "InventoryReserved", "PaymentSucceeded", "DeliveryScheduled"],
     "cancelled_after_inventory_reservation_failed": [
         "OrderCreated",
@@ -41,14 +49,14 @@ CHECKOUT_PATHS: dict[str, list[str]] = {
         "OrderCancelled",
     ],
 }
-"""The checkout's outcome paths in the order the checkout lists them: each failure's compensations
-come before `OrderCancelled`."""
+"""The outcome paths of the orders registry, in the order the checkout lists them: each
+failure's compensations come before `OrderCancelled`."""
 
 
-def checkout_data() -> dict[str, Any]:
-    """The checkout registry as plain data, to mutate in a test."""
+def orders_data() -> dict[str, Any]:
+    """The orders registry as plain data, to mutate in a test."""
     # Read as codegen reads it: PyYAML alone would turn the `on:` keys into True.
-    data: dict[str, Any] = load_document(CHECKOUT).data
+    data: dict[str, Any] = load_document(ORDERS).data
     return copy.deepcopy(data)
 
 

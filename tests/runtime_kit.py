@@ -9,17 +9,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import orders.base as bases
+import orders.events as ev
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
-import handlers.base as bases
-import handlers.events as ev
 from saga_registry.engine.bus import Bus, Delivery, Subscription
 from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.runner import RunnerSettings, ServiceRunner
 from saga_registry.registry import Registry, load_registry
 from saga_registry.registry.model import Topic
-from tests.helpers import CHECKOUT
+from tests.helpers import ORDERS
 
 SAMPLES: dict[str, dict[str, Any]] = {
     "OrderCreated": {
@@ -66,7 +66,7 @@ def event(kind: str, saga: str) -> Any:
 
 def fresh_registry() -> Registry:
     """The checkout registry on topics (and groups) no other test uses."""
-    reg = load_registry(CHECKOUT)
+    reg = load_registry(ORDERS)
     tag = uuid.uuid4().hex[:10]
     return dataclasses.replace(
         reg,

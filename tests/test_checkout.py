@@ -17,14 +17,14 @@ from saga_registry.engine.app import Application
 from saga_registry.engine.buses import EmbeddedBus, KafkaBus
 from saga_registry.engine.config import Settings
 from saga_registry.engine.runner import RunnerSettings
-from tests.helpers import CHECKOUT_PATHS
+from tests.helpers import ORDERS_PATHS
 from tests.runtime_kit import fresh_registry
 
 CHAINS = {
-    "completed": CHECKOUT_PATHS["completed"],
-    "stock": CHECKOUT_PATHS["cancelled_after_inventory_reservation_failed"],
-    "payment": CHECKOUT_PATHS["cancelled_after_payment_failed"],
-    "delivery": CHECKOUT_PATHS["cancelled_after_delivery_failed"],
+    "completed": ORDERS_PATHS["completed"],
+    "stock": ORDERS_PATHS["cancelled_after_inventory_reservation_failed"],
+    "payment": ORDERS_PATHS["cancelled_after_payment_failed"],
+    "delivery": ORDERS_PATHS["cancelled_after_delivery_failed"],
 }
 
 

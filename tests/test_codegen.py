@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from saga_registry.cli.main import main
 from saga_registry.codegen import check, write
 from saga_registry.registry import load_registry
-from tests.helpers import CHECKOUT, CHECKOUT_PATHS, ROOT, checkout_data, run_generated, write_yaml
+from tests.helpers import ORDERS, ORDERS_PATHS, ROOT, orders_data, run_generated, write_yaml
 
 needs_dot = pytest.mark.usefixtures("dot_installed")
 
 
-def generate(root: Path, registry: Path = CHECKOUT) -> None:
+def generate(root: Path, registry: Path = ORDERS) -> None:
     root.mkdir(parents=True, exist_ok=True)
     write(load_registry(registry), registry, root)
 
@@ -36,7 +36,7 @@ def project_copy(tmp_path: Path) -> Path:
     """A copy of the registry in a fresh project root, generated once."""
     root = tmp_path / "project"
     (root / "registry").mkdir(parents=True)
-    shutil.copy(CHECKOUT, root / "registry" / "saga.yaml")
+    shutil.copy(ORDERS, root / "registry" / "saga.yaml")
     generate(root, root / "registry" / "saga.yaml")
     return root
 
@@ -92,7 +92,7 @@ def test_owned_service_modules_are_never_overwritten(tmp_path: Path) -> None:
     root = project_copy(tmp_path)
     mine = root / "handlers" / "payment.py"
     mine.write_text("# my own payment code\n")
-    data = checkout_data()
+    data = orders_data()
     data["events"]["PaymentSucceeded"]["payload"]["properties"]["note"] = {"type": "string"}
     registry = write_yaml(root / "registry" / "saga.yaml", data)
     report = write(load_registry(registry), registry, root)
@@ -103,7 +103,7 @@ def test_owned_service_modules_are_never_overwritten(tmp_path: Path) -> None:
 
 def test_removed_service_leaves_no_stale_generated_file(tmp_path: Path) -> None:
     root = project_copy(tmp_path)
-    data = checkout_data()
+    data = orders_data()
     del data["services"]["Cart"]
     registry = write_yaml(root / "registry" / "saga.yaml", data)
     reg = load_registry(registry)
@@ -181,7 +181,7 @@ def test_new_reaction_shows_up_as_missing_method_at_start(tmp_path: Path) -> Non
     )
     ok = run_generated(root, "from handlers.logistics import Logistics; Logistics()")
     assert ok.returncode == 0, ok.stderr
-    data = checkout_data()
+    data = orders_data()
     data["services"]["Logistics"]["reacts"]["OrderCancelled"] = {"emits": []}
     registry = write_yaml(root / "registry" / "saga.yaml", data)
     write(load_registry(registry), registry, root)
@@ -262,7 +262,7 @@ def test_diagrams_show_every_event_with_its_kind(tmp_path: Path) -> None:
     ]
     for stem in expected:
         assert {f"{stem}.dot", f"{stem}.svg"} <= names, names
-    reg = load_registry(CHECKOUT)
+    reg = load_registry(ORDERS)
     svg = (diagrams / "choreography.svg").read_text()
     for event in reg.events:
         assert f"{event.name}" in svg and f"({event.kind})" in svg
@@ -273,7 +273,7 @@ def test_diagrams_show_every_event_with_its_kind(tmp_path: Path) -> None:
 def test_outcome_diagrams_follow_each_compensation_chain(tmp_path: Path) -> None:
     generate(tmp_path)
     diagrams = tmp_path / "docs" / "diagrams"
-    for name, events in CHECKOUT_PATHS.items():
+    for name, events in ORDERS_PATHS.items():
         dot = (diagrams / f"outcome_{name}.dot").read_text()
         for i, event in enumerate(events, 1):
             assert f"{i}. {event} (" in dot, (name, event)
@@ -295,7 +295,7 @@ def test_svg_is_stale_when_its_source_changes(tmp_path: Path) -> None:
 def test_without_dot_the_sources_are_still_written(tmp_path: Path) -> None:
     root = tmp_path / "p"
     root.mkdir()
-    report = write(load_registry(CHECKOUT), CHECKOUT, root, render=False)
+    report = write(load_registry(ORDERS), ORDERS, root, render=False)
     assert (root / "docs/diagrams/choreography.dot").exists()
     assert "docs/diagrams/choreography.svg" in report.not_rendered
     assert not (root / "docs/diagrams/choreography.svg").exists()

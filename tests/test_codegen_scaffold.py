@@ -22,7 +22,7 @@ from saga_registry.engine import ServiceBase
 from saga_registry.registry import load_registry
 from saga_registry.registry.errors import RenderError
 from saga_registry.registry.outcomes import outcome_paths
-from tests.helpers import CHECKOUT, ROOT, checkout_data, run_generated, write_yaml
+from tests.helpers import GOLDEN, ORDERS, ROOT, orders_data, run_generated, write_yaml
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -39,7 +39,7 @@ def project(tmp_path: Path, name: str = "project") -> tuple[Path, Path]:
     root = tmp_path / name
     (root / "registry").mkdir(parents=True)
     registry = root / "registry" / "saga.yaml"
-    shutil.copy(CHECKOUT, registry)
+    shutil.copy(ORDERS, registry)
     write(load_registry(registry), registry, root, render=False)
     return root, registry
 
@@ -65,13 +65,12 @@ def codegen(
 
 
 def test_generated_bases_subclass_the_engine_service_base(tmp_path: Path) -> None:
-    from handlers.base.payment import PaymentBase
-    from handlers.payment import Payment
+    from orders.base.payment import PaymentBase
+    from orders.payment import Payment
 
     assert issubclass(PaymentBase, ServiceBase) and issubclass(Payment, ServiceBase)
     assert PaymentBase.__abstractmethods__ == {"on_inventory_reserved", "on_delivery_failed"}
-    assert Payment.metadata is not None, "the checkout's own tables stay declared"
-    source = (ROOT / "handlers" / "base" / "payment.py").read_text()
+    source = (GOLDEN / "orders" / "orders" / "base" / "payment.py").read_text()
     assert "from saga_registry.engine import ReactionContext, ServiceBase" in source
 
 
@@ -79,7 +78,7 @@ def test_package_option_generates_an_importable_package(tmp_path: Path) -> None:
     out = tmp_path / "copy"
     result = CliRunner().invoke(
         main,
-        ["codegen", "--registry", str(CHECKOUT), "--out", str(out), "--package", "shop2"],
+        ["codegen", "--registry", str(ORDERS), "--out", str(out), "--package", "shop2"],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -109,7 +108,7 @@ def test_package_option_generates_an_importable_package(tmp_path: Path) -> None:
 def test_package_must_be_an_identifier(tmp_path: Path) -> None:
     for bad in ("my-shop", "shop.core", "class", ""):
         result = CliRunner().invoke(
-            main, ["codegen", "--registry", str(CHECKOUT), "--out", str(tmp_path), "--package", bad]
+            main, ["codegen", "--registry", str(ORDERS), "--out", str(tmp_path), "--package", bad]
         )
         assert result.exit_code == 2, result.output
         assert result.output == f"--package {bad!r}: not a Python identifier\n"
@@ -186,7 +185,7 @@ def test_a_registry_outside_the_project_is_named_by_its_file_name(
     shared = tmp_path / "shared"
     shared.mkdir()
     registry = shared / "saga.yaml"
-    shutil.copy(CHECKOUT, registry)
+    shutil.copy(ORDERS, registry)
     (tmp_path / "link").symlink_to(shared)
     outputs = []
     for cwd, reg, out in [
@@ -208,7 +207,7 @@ def test_a_failing_render_leaves_the_previous_files_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, registry = project(tmp_path)
-    data = checkout_data()
+    data = orders_data()
     data["events"]["PaymentSucceeded"]["payload"]["properties"]["note"] = {"type": "string"}
     write_yaml(registry, data)
     before = tree(root)
@@ -274,7 +273,7 @@ def test_codegen_lists_the_reactions_a_registry_change_leaves_unwritten(tmp_path
             "return None",
         )
     )
-    data = checkout_data()
+    data = orders_data()
     data["services"]["Logistics"]["reacts"]["OrderCancelled"] = {"emits": []}
     data["services"]["Logistics"]["reacts"]["PaymentFailed"] = {"emits": ["DeliveryFailed"]}
     write_yaml(registry, data)
@@ -304,7 +303,7 @@ def test_codegen_lists_the_reactions_a_registry_change_leaves_unwritten(tmp_path
 def test_outcome_test_scaffold_has_one_test_per_outcome_path(tmp_path: Path) -> None:
     root, _ = project(tmp_path)
     source = (root / OUTCOME_TESTS).read_text()
-    outcomes, _ = outcome_paths(load_registry(CHECKOUT))
+    outcomes, _ = outcome_paths(load_registry(ORDERS))
     tests = [n.name for n in ast.parse(source).body if isinstance(n, ast.AsyncFunctionDef)]
     assert tests == [f"test_{o.name}" for o in outcomes] and len(tests) == 4
     assert "from saga_registry.testing import SagaHarness\n" in source

@@ -16,7 +16,10 @@ from tests.helpers import ROOT
 _START = """
 import asyncio, sys, time
 from saga_registry.engine.database import Database, database_url
-from handlers.oms import metadata
+from sqlalchemy import Column, MetaData, String, Table
+
+metadata = MetaData()
+Table("orders", metadata, Column("order_id", String(64), primary_key=True))
 
 async def main(url: str, at: float) -> None:
     while time.time() < at:

@@ -12,7 +12,7 @@ import pytest
 
 from saga_registry.codegen import write
 from saga_registry.registry import RegistryInvalid, load_registry
-from tests.helpers import checkout_data, run_generated, write_yaml
+from tests.helpers import orders_data, run_generated, write_yaml
 
 PAYLOADS = [
     "'''\"\"\"); __import__('os').system('touch PWNED') #",
@@ -35,7 +35,7 @@ PAYLOADS = [
     ],
 )
 def test_names_that_could_escape_are_refused(tmp_path: Path, bad: str) -> None:
-    data = checkout_data()
+    data = orders_data()
     data["services"][bad] = data["services"].pop("Cart")
     path = write_yaml(tmp_path / "saga.yaml", data)
     with pytest.raises(RegistryInvalid) as info:
@@ -47,7 +47,7 @@ def test_names_that_could_escape_are_refused(tmp_path: Path, bad: str) -> None:
 
 
 def test_field_named_like_a_keyword_or_reserved_attribute_is_refused(tmp_path: Path) -> None:
-    data = checkout_data()
+    data = orders_data()
     props = data["events"]["DeliveryScheduled"]["payload"]["properties"]
     props["import"] = {"type": "string"}
     props["model_config"] = {"type": "string"}
@@ -77,7 +77,7 @@ def hostile_texts(data: dict[str, Any]) -> None:
 
 
 def test_hostile_texts_are_escaped_and_generated_code_runs_nothing(tmp_path: Path) -> None:
-    data = checkout_data()
+    data = orders_data()
     hostile_texts(data)
     registry = write_yaml(tmp_path / "saga.yaml", data)
     root = tmp_path / "out"

@@ -33,9 +33,9 @@ from hypothesis import strategies as st
 
 from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.source import MAX_NODES
-from tests.helpers import CHECKOUT, TRIP
+from tests.helpers import ORDERS, TRIP
 
-SOURCES = {"checkout": CHECKOUT.read_bytes(), "trip": TRIP.read_bytes()}
+SOURCES = {"checkout": ORDERS.read_bytes(), "trip": TRIP.read_bytes()}
 
 _FUZZ = int(os.environ.get("SAGA_FUZZ_EXAMPLES", "0"))
 

@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import orders.events as ev
 from sqlalchemy import func, select
 
-import handlers.events as ev
 from saga_registry.engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
 from saga_registry.engine.buses import EmbeddedBus
 from saga_registry.engine.database import Database, database_url

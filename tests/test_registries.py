@@ -12,7 +12,7 @@ from saga_registry.cli.main import main
 from saga_registry.codegen import check, write
 from saga_registry.registry import load_registry
 from saga_registry.registry.outcomes import outcome_paths
-from tests.helpers import CHECKOUT, CHECKOUT_PATHS, TRIP, run_generated
+from tests.helpers import CHECKOUT, ORDERS_PATHS, TRIP, run_generated
 
 # The table of the checkout process (docs/checkout.md): event, kind, English stage text.
 SEED = [
@@ -56,7 +56,7 @@ def test_checkout_registry_carries_every_row_of_the_seed() -> None:
 def test_every_failure_ends_in_order_cancelled_after_its_compensations() -> None:
     reg = load_registry(CHECKOUT)
     paths = {o.name: [s.event for s in o.steps] for o in outcome_paths(reg)[0]}
-    assert paths == CHECKOUT_PATHS
+    assert paths == ORDERS_PATHS
     terminal_events = {"DeliveryScheduled", "OrderCancelled"}
     history = {r.event for r in reg.service("OrderHistory").reactions}
     assert terminal_events <= history

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from saga_registry.cli.main import main
 from saga_registry.registry import RegistryInvalid, RegistryNotFound, load_registry
-from tests.helpers import CHECKOUT, checkout_data, line_of, write_yaml
+from tests.helpers import ORDERS, line_of, orders_data, write_yaml
 
 
 def problems_of(path: Path) -> list[str]:
@@ -20,13 +20,13 @@ def problems_of(path: Path) -> list[str]:
 
 
 def mutated(tmp_path: Path, change: Any) -> Path:
-    data = checkout_data()
+    data = orders_data()
     change(data)
     return write_yaml(tmp_path / "saga.yaml", data)
 
 
 def test_checkout_registry_is_valid_and_cli_exits_zero() -> None:
-    result = CliRunner().invoke(main, ["validate", str(CHECKOUT)])
+    result = CliRunner().invoke(main, ["validate", str(ORDERS)])
     assert result.exit_code == 0, result.output
     assert "10 events (4 domain, 3 failure, 3 compensation), 6 services" in result.output
 
@@ -172,7 +172,7 @@ def test_reaction_emitting_another_services_event(tmp_path: Path) -> None:
 
 def test_duplicate_event_name_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "saga.yaml"
-    text = CHECKOUT.read_text(encoding="utf-8")
+    text = ORDERS.read_text(encoding="utf-8")
     marker = "  InventoryReserved:\n    kind: domain"
     path.write_text(text.replace(marker, "  OrderCreated:\n    kind: domain", 1))
     problems = problems_of(path)
@@ -268,7 +268,7 @@ def test_value_that_does_not_fit_its_type_is_a_problem(
     tmp_path: Path, value: str, message: str
 ) -> None:
     path = tmp_path / "saga.yaml"
-    text = CHECKOUT.read_text(encoding="utf-8")
+    text = ORDERS.read_text(encoding="utf-8")
     path.write_text(
         text.replace("  title: Order checkout (saga choreography)", f"  title: {value}")
     )
@@ -294,7 +294,7 @@ def test_file_that_is_not_utf8_is_invalid_at_the_first_bad_byte(tmp_path: Path) 
 
 def test_key_with_line_breaks_is_reported_on_one_line(tmp_path: Path) -> None:
     path = tmp_path / "saga.yaml"
-    text = CHECKOUT.read_text(encoding="utf-8")
+    text = ORDERS.read_text(encoding="utf-8")
     path.write_text(text.replace("  title:", '  "ti\\ntle\\u2028":', 1), encoding="utf-8")
     line = line_of(path, '"ti')
     # The key's line breaks used to split the problem over three lines, two without a place.
@@ -307,7 +307,7 @@ def test_key_with_line_breaks_is_reported_on_one_line(tmp_path: Path) -> None:
 def test_too_deep_nesting_is_a_problem_not_a_recursion_error(tmp_path: Path) -> None:
     path = tmp_path / "saga.yaml"
     deep = "{type: array, items: " * 400 + "{type: string}" + "}" * 400
-    text = CHECKOUT.read_text(encoding="utf-8")
+    text = ORDERS.read_text(encoding="utf-8")
     path.write_text(text.replace("detail: {type: string, maxLength: 500}", f"detail: {deep}", 1))
     problems = problems_of(path)
     line = line_of(path, "detail: {type: array")
@@ -319,7 +319,7 @@ def test_too_deep_nesting_is_a_problem_not_a_recursion_error(tmp_path: Path) -> 
 
 def test_ref_to_a_definition_without_a_type_is_a_problem(tmp_path: Path) -> None:
     path = tmp_path / "saga.yaml"
-    text = CHECKOUT.read_text(encoding="utf-8")
+    text = ORDERS.read_text(encoding="utf-8")
     path.write_text(text.replace("  Currency:\n    type: string\n", "  Currency:\n", 1))
     problems = problems_of(path)
     # It was a KeyError: 'type'. The problem is at the definition, once per reference.

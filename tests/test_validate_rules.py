@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from saga_registry.registry import RegistryInvalid, load_registry
-from tests.helpers import checkout_data, line_of, write_yaml
+from tests.helpers import line_of, orders_data, write_yaml
 
 
 def problems_of(path: Path) -> list[str]:
@@ -21,7 +21,7 @@ def problems_of(path: Path) -> list[str]:
 
 
 def mutated(tmp_path: Path, change: Any) -> Path:
-    data = checkout_data()
+    data = orders_data()
     change(data)
     return write_yaml(tmp_path / "saga.yaml", data)
 
@@ -215,7 +215,7 @@ def test_deadline_payload_meeting_a_pattern_is_accepted(tmp_path: Path) -> None:
 
 def test_on_key_of_a_transition_is_read_as_text(tmp_path: Path) -> None:
     path = tmp_path / "saga.yaml"
-    text = write_yaml(path, checkout_data()).read_text(encoding="utf-8")
+    text = write_yaml(path, orders_data()).read_text(encoding="utf-8")
     # safe_dump quotes the key; write it unquoted as people do.
     path.write_text(text.replace("'on':", "on:"), encoding="utf-8")
     assert "\n  - on: OrderCreated" in path.read_text(encoding="utf-8")
@@ -233,7 +233,7 @@ def test_unquoted_on_where_a_name_is_expected_gets_a_hint(tmp_path: Path) -> Non
             x["state"] = "on" if x["state"] == "paid" else x["state"]
 
     path = tmp_path / "saga.yaml"
-    data = checkout_data()
+    data = orders_data()
     change(data)
     text = write_yaml(path, data).read_text(encoding="utf-8")
     path.write_text(text.replace("to: 'on'", "to: on"), encoding="utf-8")

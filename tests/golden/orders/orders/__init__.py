@@ -1,0 +1,1 @@
+"""The services of the 'checkout' saga: generated events and bases, and your reactions."""
