@@ -282,3 +282,12 @@ def test_misspelt_required_name_suggests_the_field(tmp_path: Path) -> None:
         "required field 'reasn' is not in properties (did you mean 'reason'?)" in p
         for p in problems
     ), problems
+
+
+def test_deadline_payload_giving_the_saga_key_is_refused(tmp_path: Path) -> None:
+    path = mutated(
+        tmp_path, lambda d: d["state_machine"]["deadlines"][0]["payload"].update(order_id="o-1")
+    )
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:{line_of(path, 'order_id: o-1')}:")
+    assert "gives the saga key 'order_id': leave it out, the engine fills it in" in problem

@@ -365,6 +365,13 @@ class _Checker:
                     f"'{d.emit}' has no transition out of state "
                     f"'{d.state}', so this deadline would be skipped",
                 )
+            if self.reg.key in dict(d.payload):
+                # The engine sets it to the saga's own key; a value here would be ignored.
+                self.add(
+                    (*path, "payload", self.reg.key),
+                    f"deadline payload for '{d.emit}' gives the saga key '{self.reg.key}': "
+                    "leave it out, the engine fills it in",
+                )
             payload = {**dict(d.payload), self.reg.key: "saga-key"}
             schema = self.events[d.emit].payload_schema()
             key_field = next(
