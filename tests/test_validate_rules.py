@@ -246,3 +246,48 @@ def test_unquoted_on_where_a_name_is_expected_gets_a_hint(tmp_path: Path) -> Non
         in p
         for p in problems
     ), problems
+
+
+def test_unquoted_off_in_a_list_of_states_gets_the_hint(tmp_path: Path) -> None:
+    path = tmp_path / "saga.yaml"
+    text = write_yaml(path, checkout_data()).read_text(encoding="utf-8")
+    path.write_text(text.replace("from: paid", "from: [off, paid]", 1), encoding="utf-8")
+    problems = problems_of(path)
+    assert any(
+        p.startswith(f"{path}:{line_of(path, 'from: [off, paid]')}:")
+        and "from.0: `off` was read as false: YAML 1.1 reads an unquoted off as a boolean; "
+        'write it as "off"'
+        in p
+        for p in problems
+    ), problems
+
+
+def test_misspelt_constraint_in_a_field_suggests_the_constraint(tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["definitions"]["Money"]["minimun"] = d["definitions"]["Money"].pop("minimum")
+
+    path = mutated(tmp_path, change)
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:{line_of(path, 'minimun:')}:")
+    assert "unknown key 'minimun' in definitions.Money (did you mean 'minimum'?" in problem
+
+
+def test_misspelt_required_name_suggests_the_field(tmp_path: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["events"]["PaymentFailed"]["payload"]["required"].append("reasn")
+
+    path = mutated(tmp_path, change)
+    problems = problems_of(path)
+    assert any(
+        "required field 'reasn' is not in properties (did you mean 'reason'?)" in p
+        for p in problems
+    ), problems
+
+
+def test_deadline_payload_giving_the_saga_key_is_refused(tmp_path: Path) -> None:
+    path = mutated(
+        tmp_path, lambda d: d["state_machine"]["deadlines"][0]["payload"].update(order_id="o-1")
+    )
+    (problem,) = problems_of(path)
+    assert problem.startswith(f"{path}:{line_of(path, 'order_id: o-1')}:")
+    assert "gives the saga key 'order_id': leave it out, the engine fills it in" in problem

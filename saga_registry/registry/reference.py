@@ -112,7 +112,8 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "A deadline guards a state that exists and is not terminal; its `within_s` is a "
             "finite number of seconds above 0.",
             "Its event exists and has a transition out of the guarded state.",
-            "Its payload fits the event's payload schema once the engine adds the saga key.",
+            "Its payload leaves out the saga key, and fits the event's payload schema once "
+            "the engine adds it.",
             "A reaction with `defer: true` is guarded: every state its event leads to has a "
             "deadline.",
         ),

@@ -77,15 +77,16 @@ class _Checker:
                 )
 
     def case_folded_names(self) -> None:
-        """Names that differ only in case are refused: they become file, module and
-        database names, which are lower-cased or live on case-insensitive file systems."""
+        """Names that differ only in case are refused: a service's database is named by its
+        lower-cased name, and such names land in one namespace of generated code, which
+        readers and case-insensitive file systems do not tell apart."""
         _case_clashes(
             (s.name for s in self.reg.services),
             lambda name, first: self.add(
                 ("services", name),
                 f"service '{name}' and '{first}' differ only in case: they would share the "
                 f"database '{name.lower()}' ({{service}} in a database URL becomes the "
-                "lower-cased name) and their module files",
+                "lower-cased name)",
             ),
         )
         _case_clashes(
@@ -363,6 +364,13 @@ class _Checker:
                     (*path, "emit"),
                     f"'{d.emit}' has no transition out of state "
                     f"'{d.state}', so this deadline would be skipped",
+                )
+            if self.reg.key in dict(d.payload):
+                # The engine sets it to the saga's own key; a value here would be ignored.
+                self.add(
+                    (*path, "payload", self.reg.key),
+                    f"deadline payload for '{d.emit}' gives the saga key '{self.reg.key}': "
+                    "leave it out, the engine fills it in",
                 )
             payload = {**dict(d.payload), self.reg.key: "saga-key"}
             schema = self.events[d.emit].payload_schema()

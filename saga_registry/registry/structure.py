@@ -55,16 +55,9 @@ def _problems_of(error: ValidationError, doc: Document) -> list[Problem]:
             )
             for k in extra
         ]
-    if isinstance(error.instance, bool) and path in doc.source.booleans:
-        written = doc.source.booleans[path]
-        if written.lower() not in ("true", "false"):
-            # A YAML 1.1 word (on/off/yes/no/y/n) where the schema wanted something else,
-            # most often a name: say why it became a boolean.
-            message = (
-                f"`{written}` was read as {str(error.instance).lower()}: YAML 1.1 reads an "
-                f'unquoted {written} as a boolean; write it as "{written}"'
-            )
-            return [Problem(doc.source.value_at(path), f"{_dotted(path)}: {message}")]
+    hints = _boolean_hints(error, doc)
+    if hints:
+        return hints
     if error.validator == "required":
         return [Problem(doc.source.value_at(path), f"{_dotted(path)}: {error.message}")]
     if error.validator == "type":
@@ -75,6 +68,28 @@ def _problems_of(error: ValidationError, doc: Document) -> list[Problem]:
             Problem(doc.source.value_at(path), f"{_dotted(path)}: expected {want_s}, got {got}")
         ]
     return [Problem(doc.source.value_at(path), f"{_dotted(path)}: {error.message}")]
+
+
+def _boolean_hints(error: ValidationError, doc: Document) -> list[Problem]:
+    """For a YAML 1.1 word (on/off/yes/no/y/n) read as a boolean where the schema wanted
+    something else, most often a name: a problem saying why it became a boolean. The
+    word may be the failing value or, under `oneOf`, an item of it."""
+    problems = []
+    for err in [error, *(error.context or ())]:
+        path: JsonPath = tuple(err.absolute_path)
+        written = doc.source.booleans.get(path)
+        if not isinstance(err.instance, bool) or written is None:
+            continue
+        if written.lower() in ("true", "false"):
+            continue
+        message = (
+            f"`{written}` was read as {str(err.instance).lower()}: YAML 1.1 reads an "
+            f'unquoted {written} as a boolean; write it as "{written}"'
+        )
+        problem = Problem(doc.source.value_at(path), f"{_dotted(path)}: {message}")
+        if problem not in problems:
+            problems.append(problem)
+    return problems
 
 
 def _key_hint(key: str, allowed: set[str]) -> str:
