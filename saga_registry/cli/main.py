@@ -80,13 +80,14 @@ def validate(path: str) -> None:
     default=".",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="The project root to write handlers/ and docs/diagrams/ under.",
+    help="The project root to write PACKAGE/, docs/diagrams/ and tests/ under.",
 )
 @click.option(
     "--check",
     "check_only",
     is_flag=True,
-    help="Write nothing; exit 1 and name the stale files if anything is out of date.",
+    help="Write nothing; exit 1 and name the stale files if anything is out of date "
+    "(SVGs are skipped under --no-render or without dot).",
 )
 @click.option("--no-render", is_flag=True, help="Write the .dot sources but do not run dot.")
 @click.option(
@@ -103,8 +104,8 @@ def validate(path: str) -> None:
 def codegen(
     registry_path: str, out: Path, check_only: bool, no_render: bool, package: str, no_tests: bool
 ) -> None:
-    """Generate typed events, service bases, owned service modules and the outcome test
-    scaffold (each written once), and diagrams."""
+    """Generate typed events, service bases and diagrams; write the owned service modules
+    and the outcome test scaffold once (never overwritten)."""
     # Imported here: the runtime's commands must not load the generator's renderers.
     from saga_registry.codegen import check, svg_check_skipped, write
     from saga_registry.codegen.owned import notes as owned_notes
