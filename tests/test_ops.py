@@ -577,3 +577,13 @@ def test_trace_orders_by_log_offset_even_against_the_clock() -> None:
         ("Booking", "TripConfirmed", False)
     ]
     assert t.state == "cancelled"
+
+
+def test_svg_without_graphviz_is_one_line(tmp_path: Path) -> None:
+    p = make_project(tmp_path / "project")
+    p.env["PATH"] = str(tmp_path / "empty")  # no `dot` anywhere on it
+    done = p.saga("trace", "any", "--svg", str(tmp_path / "path.svg"))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: --svg {tmp_path / 'path.svg'}: Graphviz 'dot' is not installed"
+    ]
