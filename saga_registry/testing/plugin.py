@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from saga_registry.testing.harness import SagaHarness
-from saga_registry.testing.project import (
-    DEFAULT_PACKAGE,
-    DEFAULT_REGISTRY,
-    harness_settings,
-    load_project_registry,
-    project_of,
-)
+from saga_registry.testing.defaults import DEFAULT_PACKAGE, DEFAULT_REGISTRY
+
+if TYPE_CHECKING:
+    from saga_registry.testing.harness import SagaHarness
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,6 +48,12 @@ async def _harness(
     embedded log (or `--saga-bus`, with fresh topics) and throwaway SQLite databases: a
     `saga_registry.testing.SagaHarness`. Async: needs pytest-asyncio (auto mode, or
     `@pytest.mark.asyncio` in strict mode)."""
+    from saga_registry.testing.harness import SagaHarness
+
+    # Imported here, not above: pytest loads this plugin in every project of an environment
+    # that has saga-registry, and only a test using the fixture needs the engine.
+    from saga_registry.testing.project import harness_settings, load_project_registry, project_of
+
     project = project_of(request.config)
     registry = load_project_registry(project)
     settings, registry = harness_settings(project, registry, tmp_path_factory.mktemp("saga"))

@@ -20,9 +20,7 @@ from saga_registry.engine.config import Settings
 from saga_registry.engine.runner import RunnerSettings
 from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.model import Registry, Topic
-
-DEFAULT_REGISTRY = "registry/saga.yaml"
-DEFAULT_PACKAGE = "handlers"
+from saga_registry.testing.defaults import DEFAULT_PACKAGE, DEFAULT_REGISTRY
 
 FAST_RUNNER = RunnerSettings(backoff_s=0.01, backoff_max_s=0.05, poll_timeout_s=0.05)
 """Retries a few milliseconds apart and short polls: a saga of a test ends in well under a
