@@ -60,7 +60,7 @@ def figures(
     engine: EngineResult,
     baseline: BaselineResult,
 ) -> dict[str, Any]:
-    """The JSON document of one run (every key of issue 5, and context)."""
+    """The JSON document of one run (every key the benchmark promises, and context)."""
     timings = engine.timings
     window = timings.window_s
     sagas = len(timings.placed)

@@ -68,7 +68,7 @@ class Outcome:
     quiet: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The report's keys (issue 6) first, then the details."""
+        """The report's promised keys first, then the details."""
         v = self.verdict
         return {
             "sagas": v.sagas,

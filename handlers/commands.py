@@ -1,11 +1,12 @@
 """The checkout project's own commands, added to `saga` (the engine knows nothing of
-checkout; its CLI adds whatever `handlers.commands.COMMANDS` lists)."""
+checkout; its CLI adds whatever `handlers.commands.COMMANDS` lists): `demo`, `shop seed`,
+`order place` and `history`. Following an order's saga across the services is the
+engine's generic `saga trace ORDER_ID` (and `saga sagas` lists them all)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import json
 import sys
 import tempfile
@@ -22,7 +23,6 @@ from handlers.catalog import CURRENCY, PRICES_WITH_SOLD_OUT
 from handlers.oms import new_order, record_order
 from handlers.order_history import archive
 from handlers.shop import Mix, Report, Shop
-from saga_registry.engine import tables
 from saga_registry.engine.app import Application
 from saga_registry.engine.config import DEFAULT_BUS, DEFAULT_DB, Settings
 from saga_registry.engine.errors import EngineError
@@ -313,63 +313,5 @@ def history(order_id: str, registry: str, db: str, bus: str) -> None:
     click.echo(json.dumps(snapshot, indent=2, sort_keys=True))
 
 
-@click.command()
-@click.argument("order_id")
-@_REGISTRY
-@_DB
-@_BUS
-@click.option(
-    "--dot",
-    "dot_path",
-    type=click.Path(dir_okay=False),
-    help="Also write the path taken as a Graphviz diagram.",
-)
-def trace(order_id: str, registry: str, db: str, bus: str, dot_path: str | None) -> None:
-    """The timeline of ORDER_ID's events across the services: who took in what, when,
-    and what they skipped."""
-
-    async def work(app: Application) -> list[tuple[float, str, str, str]]:
-        rows: list[tuple[float, str, str, str]] = []
-        for part in app.services:
-            async with part.db.transaction() as conn:
-                for r in (
-                    await conn.execute(
-                        select(tables.inbox).where(tables.inbox.c.saga_id == order_id)
-                    )
-                ).all():
-                    rows.append((r.received_at, part.runner.name, r.event_type, "applied"))
-                for r in (
-                    await conn.execute(
-                        select(tables.skipped).where(tables.skipped.c.saga_id == order_id)
-                    )
-                ).all():
-                    rows.append(
-                        (
-                            r.at,
-                            part.runner.name,
-                            r.event_type,
-                            f"skipped ({r.reason}, in {r.state})",
-                        )
-                    )
-        return sorted(rows)
-
-    rows = _go(_app(registry, db, bus, ()), work)
-    if not rows:
-        click.echo(f"error: no service has seen order {order_id}", err=True)
-        sys.exit(1)
-    start = rows[0][0]
-    for at, service, event_type, what in rows:
-        click.echo(f"+{(at - start) * 1000:8.1f} ms  {service:<13} {event_type:<27} {what}")
-    if dot_path:
-        seen: list[str] = []
-        for _, _, event_type, what in rows:
-            if what == "applied" and event_type not in seen:
-                seen.append(event_type)
-        lines = [f'digraph "{order_id}" {{', "  rankdir=LR;"]
-        lines += [f'  "{a}" -> "{b}";' for a, b in itertools.pairwise(seen)]
-        Path(dot_path).write_text("\n".join([*lines, "}"]) + "\n", encoding="utf-8")
-        click.echo(f"wrote {dot_path}")
-
-
-COMMANDS = [demo, shop, order, history, trace]
+COMMANDS = [demo, shop, order, history]
 """The commands this project adds to `saga`."""

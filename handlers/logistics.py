@@ -6,6 +6,7 @@ The provider fails for an injectable share of orders (`--set logistics.provider_
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from sqlalchemy import Column, MetaData, String, Table, insert
 
@@ -31,6 +32,9 @@ class Logistics(LogisticsBase):
 
     metadata = metadata
     provider_failure = 0.0
+    options = MappingProxyType(
+        {"logistics.provider_failure": "the share of orders the provider refuses (0 to 1)"}
+    )
 
     def configure(self, options: Mapping[str, str]) -> None:
         """`logistics.provider_failure`: the share of orders the provider cannot take."""

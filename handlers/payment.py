@@ -8,6 +8,7 @@ refunded. The ledger has at most one charge and one refund per order.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from sqlalchemy import (
     Column,
@@ -77,6 +78,9 @@ class Payment(PaymentBase):
 
     metadata = metadata
     bank_failure = 0.0
+    options = MappingProxyType(
+        {"payment.bank_failure": "the share of orders the bank refuses (0 to 1)"}
+    )
 
     def configure(self, options: Mapping[str, str]) -> None:
         """`payment.bank_failure`: the share of orders the bank refuses."""

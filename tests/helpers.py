@@ -41,7 +41,7 @@ CHECKOUT_PATHS: dict[str, list[str]] = {
         "OrderCancelled",
     ],
 }
-"""The checkout's outcome paths as the issue orders them: each failure's compensations
+"""The checkout's outcome paths in the order the checkout lists them: each failure's compensations
 come before `OrderCancelled`."""
 
 

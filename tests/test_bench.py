@@ -1,4 +1,4 @@
-"""`python -m bench` runs end to end on both buses and writes every figure of issue 5.
+"""`python -m bench` runs end to end on both buses and writes every figure it promises.
 Not a timed test: it checks the shape and the consistency of the figures only."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from saga_registry.registry import load_registry
 from saga_registry.registry.outcomes import outcome_paths
 from tests.helpers import CHECKOUT, CHECKOUT_PATHS, TRIP, run_generated
 
-# The seed table (shared/seeds/checkout-saga.en.md): event, kind, English stage text.
+# The table of the checkout process (docs/checkout.md): event, kind, English stage text.
 SEED = [
     ("OrderCreated", "domain", "The customer creates an order (assembly starts)"),
     ("InventoryReserved", "domain", "Goods successfully reserved in the warehouse"),

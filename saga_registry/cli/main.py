@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import keyword
 import os
 import sys
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from saga_registry.cli.init import init
+from saga_registry.cli.ops import sagas, start, trace
 from saga_registry.cli.runtime import dlq, run
 from saga_registry.registry import CodegenError, RegistryInvalid, load_registry
 from saga_registry.registry.model import Registry
@@ -86,23 +89,59 @@ def validate(path: str) -> None:
     help="Write nothing; exit 1 and name the stale files if anything is out of date.",
 )
 @click.option("--no-render", is_flag=True, help="Write the .dot sources but do not run dot.")
-def codegen(registry_path: str, out: Path, check_only: bool, no_render: bool) -> None:
-    """Generate typed events, service bases, owned service modules (once) and diagrams."""
+@click.option(
+    "--package",
+    default="handlers",
+    show_default=True,
+    help="The Python package to generate into (OUT/PACKAGE) and to import from.",
+)
+@click.option(
+    "--no-tests",
+    is_flag=True,
+    help="Do not write the outcome test scaffold tests/test_outcomes.py.",
+)
+def codegen(
+    registry_path: str, out: Path, check_only: bool, no_render: bool, package: str, no_tests: bool
+) -> None:
+    """Generate typed events, service bases, owned service modules and the outcome test
+    scaffold (each written once), and diagrams."""
     # Imported here: the runtime's commands must not load the generator's renderers.
-    from saga_registry.codegen import check, write
+    from saga_registry.codegen import check, svg_check_skipped, write
+    from saga_registry.codegen.owned import notes as owned_notes
 
+    if not package.isidentifier() or keyword.iskeyword(package):
+        _fail(f"--package {package!r}: not a Python identifier", 2)
     started = time.perf_counter()
     reg = _load(registry_path)
     try:
         if check_only:
-            stale = check(reg, Path(registry_path), out)
+            skipped = svg_check_skipped(render=not no_render)
+            stale = check(
+                reg,
+                Path(registry_path),
+                out,
+                svgs=skipped is None,
+                package=package,
+                tests=not no_tests,
+            )
             for line in stale:
                 click.echo(f"stale: {line}", err=True)
+            if skipped:
+                click.echo(f"note: SVGs not checked ({skipped}); their .dot sources were", err=True)
+            for note in owned_notes(reg, out, package):  # reported, never a failure
+                click.echo(f"note: {note}")
             if stale:
                 _fail(f"{len(stale)} generated file(s) out of date: run `saga codegen`")
             click.echo("generated files are up to date")
             return
-        report = write(reg, Path(registry_path), out, render=not no_render)
+        report = write(
+            reg,
+            Path(registry_path),
+            out,
+            render=not no_render,
+            package=package,
+            tests=not no_tests,
+        )
     except CodegenError as exc:
         _fail(f"error: {exc}")
     except OSError as exc:
@@ -127,8 +166,12 @@ def codegen(registry_path: str, out: Path, check_only: bool, no_render: bool) ->
     )
 
 
+main.add_command(init)
 main.add_command(run)
 main.add_command(dlq)
+main.add_command(start)
+main.add_command(sagas)
+main.add_command(trace)
 
 
 def _add_project_commands(package: str = "handlers") -> None:

@@ -69,7 +69,10 @@ def _security(f: click.decorators.FC) -> click.decorators.FC:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    # One line per problem: a message may list several (every service's missing
+    # reactions at once).
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
     sys.exit(1)
 
 
@@ -90,7 +93,14 @@ def _fail(message: str) -> None:
     "options",
     multiple=True,
     metavar="KEY=VALUE",
-    help="A setting for the services, e.g. payment.bank_failure=0.1 (repeatable).",
+    help="A setting for the services, e.g. payment.bank_failure=0.1 (repeatable); "
+    "the key must be one a service of the registry declares in its `options`.",
+)
+@click.option(
+    "--allow-stubs",
+    is_flag=True,
+    envvar="SAGA_ALLOW_STUBS",
+    help="Run even if reactions are still the generated stub (raise NotImplementedError).",
 )
 @click.option("--log-level", default="INFO", envvar="SAGA_LOG_LEVEL", show_default=True)
 @click.option(
@@ -113,6 +123,7 @@ def run(
     sasl_password: str | None,
     ssl_cafile: str | None,
     options: tuple[str, ...],
+    allow_stubs: bool,
     log_level: str,
     wait_s: float,
 ) -> None:
@@ -137,6 +148,7 @@ def run(
         services=services,
         kafka=KafkaSecurity(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile),
         options=tuple(pairs),
+        allow_stubs=allow_stubs,
     )
     try:
         asyncio.run(_run(settings, wait_s))

@@ -4,6 +4,7 @@ Nothing here imports the runtime (`saga_registry.engine`): codegen reads a regis
 writes files.
 """
 
-from saga_registry.codegen.output import Report, check, write
+from saga_registry.codegen.output import PACKAGE, Report, check, svg_check_skipped, write
+from saga_registry.codegen.owned import unwritten_reactions
 
-__all__ = ["Report", "check", "write"]
+__all__ = ["PACKAGE", "Report", "check", "svg_check_skipped", "unwritten_reactions", "write"]

@@ -15,6 +15,10 @@ import jinja2
 
 from saga_registry.registry.model import Event, FieldSpec, Reaction, Registry, Service, snake_case
 
+ENGINE = "saga_registry.engine"
+"""The one module generated code imports from the runtime: `ServiceBase` and
+`ReactionContext`."""
+
 
 @dataclass(frozen=True)
 class _Field:
@@ -192,9 +196,41 @@ def _reaction(r: Reaction) -> _Reaction:
     return _Reaction(r.event, f"on_{snake_case(r.event)}", r.emits, returns, r.defer)
 
 
+def reaction_signature(r: Reaction) -> str:
+    """The line that declares the method reacting to `r`, without its colon:
+    `async def on_x(self, event: X, ctx: ReactionContext) -> Y | None`."""
+    view = _reaction(r)
+    return (
+        f"async def {view.method}(self, event: {view.event}, ctx: ReactionContext)"
+        f" -> {view.returns}"
+    )
+
+
 def _imports(service: Service) -> list[str]:
     names = {r.event for r in service.reactions} | {e for r in service.reactions for e in r.emits}
     return sorted(names)
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one of the package's templates."""
+    return _env().get_template(template).render(**context)
+
+
+def import_blocks(statements: dict[str, list[str]], events_comment: str = "") -> list[str]:
+    """`from module import names` statements in the order ruff's isort keeps them when the
+    project's package and `saga_registry` are one section (both first-party): by module.
+    The events import always spans lines (its trailing comma keeps it so)."""
+    blocks = []
+    for module in sorted(statements):
+        names = statements[module]
+        if not names:
+            continue
+        if module.endswith(".events"):
+            body = "".join(f"    {n},{events_comment}\n" for n in names)
+            blocks.append(f"from {module} import (\n{body})")
+        else:
+            blocks.append(f"from {module} import {', '.join(names)}")
+    return blocks
 
 
 def service_base_module(service: Service, package: str, head: str) -> str:
@@ -207,7 +243,14 @@ def service_base_module(service: Service, package: str, head: str) -> str:
             service=service,
             package=package,
             reactions=_reactions(service),
-            imports=_imports(service),
+            import_blocks=import_blocks(
+                {
+                    ENGINE: ["ReactionContext", "ServiceBase"]
+                    if service.reactions
+                    else ["ServiceBase"],
+                    f"{package}.events": _imports(service),
+                }
+            ),
         )
     )
 
@@ -221,7 +264,13 @@ def service_module(service: Service, package: str) -> str:
             service=service,
             package=package,
             reactions=_reactions(service),
-            imports=_imports(service),
+            import_blocks=import_blocks(
+                {
+                    ENGINE: ["ReactionContext"] if service.reactions else [],
+                    f"{package}.base.{service.module}": [f"{service.name}Base"],
+                    f"{package}.events": _imports(service),
+                }
+            ),
         )
     )
 

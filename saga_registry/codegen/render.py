@@ -35,7 +35,7 @@ def dot_available() -> bool:
 def render_svg(dot_source: str) -> bytes:
     """Render one source to SVG and stamp it; raises `RenderError` if dot fails."""
     try:
-        svg: bytes = graphviz.Source(dot_source).pipe(format="svg")
+        svg: bytes = graphviz.Source(dot_source).pipe(format="svg", quiet=True)
     except graphviz.ExecutableNotFound:
         raise RenderError("Graphviz 'dot' is not installed") from None
     except graphviz.CalledProcessError as exc:

@@ -1,5 +1,6 @@
 """Run services: build each one's database, runner, outbox relay and deadline timers on a
-shared bus, run them until told to stop, and stop them cleanly."""
+shared bus, run them until told to stop, and stop them cleanly. Around the run, each
+service's own `start` and `stop` hooks (`ServiceBase`) run its background work."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from saga_registry.engine.bus import Bus, TopicSpec
 from saga_registry.engine.buses import KafkaOptions, bus_from_url
 from saga_registry.engine.config import Settings
 from saga_registry.engine.database import Database, database_url
+from saga_registry.engine.deadletter import one_line
 from saga_registry.engine.errors import ConfigError
-from saga_registry.engine.handlers import event_types, load_service
+from saga_registry.engine.handlers import event_types, load_services
 from saga_registry.engine.metrics import Metrics
 from saga_registry.engine.relay import OutboxRelay
 from saga_registry.engine.runner import ServiceRunner
+from saga_registry.engine.service import ServiceBase
 from saga_registry.engine.timers import DeadlineTimers
 from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.model import Registry
@@ -27,6 +30,7 @@ log = logging.getLogger("saga.app")
 class RunningService:
     """One service's parts."""
 
+    service: ServiceBase
     runner: ServiceRunner
     relay: OutboxRelay
     timers: DeadlineTimers
@@ -56,8 +60,13 @@ class Application:
         reg = self.registry
         names = self.settings.services or tuple(s.name for s in reg.services)
         types = event_types(self.settings.package)
-        options = dict(self.settings.options)
-        instances = [load_service(reg, n, self.settings.package, options) for n in names]
+        instances = load_services(
+            reg,
+            names,
+            self.settings.package,
+            dict(self.settings.options),
+            allow_stubs=self.settings.allow_stubs,
+        )
         if self.bus is None:
             k = self.settings.kafka
             self.bus = bus_from_url(
@@ -92,7 +101,7 @@ class Application:
                 metrics=self.metrics,
                 on_committed=relay.wake,
             )
-            self.services.append(RunningService(runner, relay, DeadlineTimers(runner), db))
+            self.services.append(RunningService(service, runner, relay, DeadlineTimers(runner), db))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every part until `stop` is set; one part failing stops all of them.
@@ -102,6 +111,7 @@ class Application:
         before the process exits."""
         drain = asyncio.Event()
         workers, relays = [], []
+        started: list[RunningService] = []
         for s in self.services:
             name = s.runner.name
             workers += [
@@ -110,6 +120,9 @@ class Application:
             ]
             relays.append(asyncio.create_task(s.relay.run(drain), name=f"{name}.relay"))
         try:
+            for s in self.services:
+                await _start_hook(s)
+                started.append(s)
             # Until every consumer and timer has ended (after `stop`), any part failing
             # ends the run; the relays end only once drained, after them.
             remaining = {*workers, *relays}
@@ -122,13 +135,44 @@ class Application:
         finally:
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)
+            # Before the drain: what a service's background work answers while it
+            # stops is still published.
+            for s in reversed(started):
+                await _stop_hook(s)
             drain.set()
             await asyncio.gather(*relays, return_exceptions=True)
 
     async def stop(self) -> None:
         """Close databases and the bus; idempotent."""
         for s in self.services:
+            if isinstance(s.service, ServiceBase):
+                s.service.bind_runtime(None)
             await s.db.stop()
         self.services.clear()
         if self.bus is not None:
             await self.bus.stop()
+
+
+# A class written by hand, not on a generated base, may not be a ServiceBase: no hooks.
+
+
+async def _start_hook(s: RunningService) -> None:
+    if not isinstance(s.service, ServiceBase):
+        return
+    try:
+        await s.service.start()
+    except Exception as exc:  # user code: one line, and the run stops
+        raise ConfigError(
+            f"service {s.runner.name} failed to start: {type(exc).__name__}: {one_line(exc)}"
+        ) from exc
+
+
+async def _stop_hook(s: RunningService) -> None:
+    if not isinstance(s.service, ServiceBase):
+        return
+    try:
+        await s.service.stop()
+    except Exception as exc:  # the other services must still stop and drain
+        log.warning(
+            "%s: stop hook failed: %s: %s", s.runner.name, type(exc).__name__, one_line(exc)
+        )

@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from saga_registry.engine import tables
 from saga_registry.engine.bus import Delivery
+from saga_registry.engine.deadlines import PendingTimers
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope
 
@@ -94,6 +95,7 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
         outcomes: list[str] = []
         entered: dict[str, str] = {}
         correlation: dict[str, str] = {}
+        timers = PendingTimers()
         for delivery, env, event in items:
             if (env.id, env.source) in seen:
                 skipped_rows.append(skip_row(env, delivery, None, "duplicate", now))
@@ -129,10 +131,10 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
             states[env.saga_id] = step.target
             entered[env.saga_id] = env.id
             moved.add(env.saga_id)
-            emitted = await runner.react(conn, env, event)
+            emitted = await runner.react(conn, env, event, step)
             if emitted is not None:
                 outbox_rows.append(runner.outbox_row(emitted, now))
-            await runner.deadlines.arm(conn, env.saga_id, step, emitted, now)
+            await runner.deadlines.arm(conn, env.saga_id, step, emitted, timers)
             outcomes.append("applied")
         # The engine's own rows, in bulk; outbox rows keep delivery order (their ids give
         # the relay's publishing order).
@@ -163,6 +165,9 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
             await conn.execute(_SET_STATE, changed)
         if outbox_rows:
             await conn.execute(insert(tables.outbox), outbox_rows)
+        # Last, timed now: a deadline counts from the commit, not from the batch's start
+        # (the reactions before may have taken seconds).
+        await timers.write(conn)
     return outcomes
 
 

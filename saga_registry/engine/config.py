@@ -35,4 +35,7 @@ class Settings:
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     options: tuple[tuple[str, str], ...] = ()
     """`KEY=VALUE` settings for the services (`--set`); each service whose class has
-    `configure(options)` receives them all."""
+    `configure(options)` receives them all. A key no service of the registry declares in
+    its `options` is refused at start."""
+    allow_stubs: bool = False
+    """Run services whose reactions are still the generated stub (refused otherwise)."""

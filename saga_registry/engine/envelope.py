@@ -36,10 +36,28 @@ class Envelope:
 
     @classmethod
     def new(
-        cls, *, type: str, source: str, saga_id: str, data: bytes, cause: Envelope | None = None
+        cls,
+        *,
+        type: str,
+        source: str,
+        saga_id: str,
+        data: bytes,
+        cause: Envelope | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
     ) -> Envelope:
-        """A fresh envelope; `cause` is the event being reacted to, if any."""
+        """A fresh envelope. `cause` is the event being reacted to, if any: the new event
+        takes its correlation id and names it as its causation.
+
+        Without a `cause` in hand (a deferred answer, a deadline event), `correlation_id`
+        and `causation_id` give the chain explicitly: the saga's correlation id and the
+        event that led to this one. Giving both a `cause` and either of them is an error.
+        Without any, the event starts a chain of its own: its id is its correlation id."""
+        if cause is not None and (correlation_id is not None or causation_id is not None):
+            raise ValueError("give either cause or correlation_id/causation_id, not both")
         event_id = str(uuid.uuid4())
+        if cause is not None:
+            correlation_id, causation_id = cause.correlation_id, cause.id
         return cls(
             id=event_id,
             type=type,
@@ -47,8 +65,8 @@ class Envelope:
             saga_id=saga_id,
             data=data,
             time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            correlation_id=cause.correlation_id if cause else event_id,
-            causation_id=cause.id if cause else None,
+            correlation_id=correlation_id or event_id,
+            causation_id=causation_id,
         )
 
     def to_record(self, topic: str) -> Record:

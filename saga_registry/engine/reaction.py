@@ -6,6 +6,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from saga_registry.registry.model import Deadline
+
 
 class ReactionContext(Protocol):
     """The delivery being handled, and the transaction its effects go into.
@@ -32,4 +34,18 @@ class ReactionContext(Protocol):
     @property
     def db(self) -> AsyncConnection:
         """The service's database connection, inside the reaction's transaction."""
+        ...
+
+    @property
+    def state(self) -> str:
+        """The state the event moved the saga into (a reaction runs only for an event
+        that moves its saga)."""
+        ...
+
+    @property
+    def deadlines(self) -> tuple[Deadline, ...]:
+        """The registry's deadlines of `state`, whichever service fires them: each
+        `within_s` seconds (counted from this delivery's commit) and the event it `emit`s
+        if the saga is still in `state` then. A reaction that defers its answer can use
+        them to bound its own wait (e.g. a provider call's timeout)."""
         ...

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -30,7 +31,7 @@ from saga_registry.engine.batch import NeedsOneByOne, apply_batch, skip_row
 from saga_registry.engine.bus import Bus, Delivery, Subscription
 from saga_registry.engine.database import Database
 from saga_registry.engine.deadletter import dead_letter, one_line
-from saga_registry.engine.deadlines import DeadlineArming
+from saga_registry.engine.deadlines import DeadlineArming, PendingTimers
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import (
     BadEnvelope,
@@ -38,10 +39,11 @@ from saga_registry.engine.errors import (
     DatabaseUnavailable,
     ForbiddenEmit,
 )
-from saga_registry.engine.machine import SagaMachine
+from saga_registry.engine.machine import SagaMachine, Step
 from saga_registry.engine.metrics import Metrics
 from saga_registry.engine.parking import Parked, is_parked, park
-from saga_registry.registry.model import Registry
+from saga_registry.engine.service import Effects, ServiceBase
+from saga_registry.registry.model import Deadline, Registry
 
 log = logging.getLogger("saga.runner")
 
@@ -84,10 +86,14 @@ class RunnerSettings:
 
 @dataclass(frozen=True, slots=True)
 class _Context:
+    """A `ReactionContext`."""
+
     saga_id: str
     event_id: str
     service: str
     db: AsyncConnection
+    state: str
+    deadlines: tuple[Deadline, ...]
 
 
 class ServiceRunner:
@@ -96,7 +102,7 @@ class ServiceRunner:
     def __init__(
         self,
         registry: Registry,
-        service: Any,
+        service: ServiceBase,
         event_types: Mapping[str, Any],
         db: Database,
         bus: Bus,
@@ -125,9 +131,15 @@ class ServiceRunner:
         self.deadlines = DeadlineArming(registry, self.name, self.machine)
         spec = registry.service(self.name)
         self._deferring = {r.event for r in spec.reactions if r.defer}
+        self._answers = {e for r in self._deferring for e in self._reactions[r]}
+        """The event types this service may give as a deferred reaction's late answer."""
         self._initiates = spec.initiates
         self._on_committed = on_committed or (lambda: None)
         self._subscription: Subscription | None = None
+        # Generated bases subclass ServiceBase; a class written by hand may not, and
+        # then has no `answer` to give.
+        if isinstance(service, ServiceBase):
+            service.bind_runtime(self)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; a batch in hand is finished first.
@@ -325,20 +337,27 @@ class ServiceRunner:
                 .where(tables.saga_state.c.saga_id == env.saga_id)
                 .values(state=step.target, updated_at=now, entered_by=env.id)
             )
-        emitted = await self.react(conn, env, event)
+        emitted = await self.react(conn, env, event, step)
         if emitted is not None:
             await self.write_outbox(conn, emitted, now)
-        await self.deadlines.arm(conn, env.saga_id, step, emitted, now)
+        pending = PendingTimers()
+        await self.deadlines.arm(conn, env.saga_id, step, emitted, pending)
+        await pending.write(conn)  # last: the deadline counts from (nearly) the commit
         return "applied"
 
-    async def react(self, conn: AsyncConnection, env: Envelope, event: Any) -> Envelope | None:
-        """Run this service's reaction to `env`, if it has one, inside `conn`'s transaction;
-        returns the envelope of what it emits (checked, not yet written to the outbox)."""
+    async def react(
+        self, conn: AsyncConnection, env: Envelope, event: Any, step: Step
+    ) -> Envelope | None:
+        """Run this service's reaction to `env`, which made `step`, if it has one, inside
+        `conn`'s transaction; returns the envelope of what it emits (checked, not yet
+        written to the outbox)."""
         handler = self._handlers.get(env.type)
         if handler is None:
             return None
-        result = await handler(event, _Context(env.saga_id, env.id, self.name, conn))
-        return self.emitted_envelope(env, result)
+        state = step.target or step.source
+        deadlines = tuple(d for _, d in self.machine.deadlines_in(state))
+        context = _Context(env.saga_id, env.id, self.name, conn, state, deadlines)
+        return self.emitted_envelope(env, await handler(event, context))
 
     def emitted_envelope(self, cause: Envelope, emitted: Any) -> Envelope | None:
         """The envelope of what a reaction to `cause` returned (None for nothing);
@@ -370,46 +389,91 @@ class ServiceRunner:
             cause=cause,
         )
 
-    async def initiate(
-        self,
-        event: Any,
-        effects: Callable[[AsyncConnection], Awaitable[None]] | None = None,
-    ) -> Envelope:
+    async def initiate(self, event: Any, effects: Effects | None = None) -> Envelope:
         """Emit `event` outside any reaction: a saga's first event (`initiates` in the
-        registry) or the late answer of a deferred reaction. `effects` runs in the same
-        transaction as the outbox row. Returns the envelope queued for the relay.
+        registry), which starts a correlation chain of its own. `effects` runs in the
+        same transaction as the outbox row. Returns the envelope queued for the relay.
 
-        A deferred answer counts only while the saga still waits for it: it takes the
-        saga's pending deadline in the same transaction, and is refused (ForbiddenEmit,
-        nothing written) once the deadline has fired or another answer came first."""
-        kind = event.event_type
-        may = set(self._initiates) | {e for r in self._deferring for e in self._reactions[r]}
-        if kind not in may:
+        The late answer of a deferred reaction is taken here too, and goes to `answer`."""
+        kind = getattr(event, "event_type", type(event).__name__)
+        if kind not in self._initiates:
+            if kind in self._answers:
+                return await self.answer(event, effects)
             raise ForbiddenEmit(
                 f"{self.name} may not initiate {kind}: the registry lets it "
-                f"initiate {', '.join(sorted(may)) or 'nothing'}"
+                f"initiate {', '.join(sorted(self._initiates)) or 'nothing'}"
             )
         env = Envelope.new(
             type=kind, source=self.source, saga_id=event.saga_id(), data=event.to_json()
         )
-        deferred_answer = kind not in self._initiates and bool(self.deadlines.own)
         async with self.db.transaction() as conn:
-            if deferred_answer:
-                # Whoever deletes the timer row owns the saga's answer: this answer or the
-                # deadline, never both (PostgreSQL's row lock orders concurrent deletes).
-                taken = await conn.execute(
-                    delete(tables.timers).where(tables.timers.c.saga_id == env.saga_id)
-                )
-                if not taken.rowcount:
-                    raise ForbiddenEmit(
-                        f"{kind} for saga {env.saga_id} is too late: the saga no longer waits "
-                        "for it (its deadline fired, or it was answered already)"
-                    )
             if effects is not None:
                 await effects(conn)
             await self.write_outbox(conn, env, time.time())
         self._on_committed()
         return env
+
+    async def answer(self, event: Any, effects: Effects | None = None) -> Envelope:
+        """Emit `event`, the late answer of a deferred reaction (`ServiceBase.answer`).
+        `effects` runs in the same transaction as the outbox row.
+
+        The answer counts only while the saga still waits for it: the saga must be in a
+        state the answer leaves, and the answer takes the saga's pending deadline in the
+        same transaction; otherwise it is refused (ForbiddenEmit, nothing written). It
+        carries the saga's correlation id, and as its cause the event that moved the
+        saga into the state it waits in."""
+        kind = getattr(event, "event_type", type(event).__name__)
+        if kind not in self._answers:
+            raise ForbiddenEmit(
+                f"{self.name} may not answer with {kind}: the registry lets it answer "
+                f"deferred reactions with {', '.join(sorted(self._answers)) or 'nothing'}"
+            )
+        saga_id = event.saga_id()
+        data = event.to_json()
+        saga = tables.saga_state.c
+        async with self.db.transaction() as conn:
+            row = (
+                await conn.execute(
+                    select(saga.state, saga.correlation_id, saga.entered_by).where(
+                        saga.saga_id == saga_id
+                    )
+                )
+            ).first()
+            if row is None:
+                raise ForbiddenEmit(f"{kind} for saga {saga_id}: {self.name} never saw that saga")
+            if not self.machine.step(row.state, kind).allowed:
+                raise ForbiddenEmit(
+                    f"{kind} for saga {saga_id} is too late: the saga is in state "
+                    f"{row.state}, where {kind} does not apply"
+                )
+            if any(i in self.deadlines.own for i, _ in self.machine.deadlines_in(row.state)):
+                # Whoever deletes the timer row owns the saga's answer: this answer or the
+                # deadline, never both (PostgreSQL's row lock orders concurrent deletes).
+                taken = await conn.execute(
+                    delete(tables.timers).where(tables.timers.c.saga_id == saga_id)
+                )
+                if not taken.rowcount:
+                    raise ForbiddenEmit(
+                        f"{kind} for saga {saga_id} is too late: the saga no longer waits "
+                        "for it (its deadline fired, or it was answered already)"
+                    )
+            env = Envelope.new(
+                type=kind,
+                source=self.source,
+                saga_id=saga_id,
+                data=data,
+                correlation_id=row.correlation_id,
+                causation_id=row.entered_by,
+            )
+            if effects is not None:
+                await effects(conn)
+            await self.write_outbox(conn, env, time.time())
+        self._on_committed()
+        return env
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A transaction on the service's database (`ServiceBase.transaction`)."""
+        return self.db.transaction()
 
     async def write_outbox(self, conn: AsyncConnection, env: Envelope, now: float) -> None:
         """Queue `env` for the relay inside the caller's transaction."""

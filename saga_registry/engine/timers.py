@@ -74,12 +74,15 @@ class DeadlineTimers:
                         timer.state,
                     )
                     continue
-                state = await conn.scalar(
-                    select(tables.saga_state.c.state).where(
-                        tables.saga_state.c.saga_id == timer.saga_id
+                saga = tables.saga_state.c
+                row = (
+                    await conn.execute(
+                        select(saga.state, saga.correlation_id, saga.entered_by).where(
+                            saga.saga_id == timer.saga_id
+                        )
                     )
-                )
-                if state != timer.state:
+                ).first()
+                if row is None or row.state != timer.state:
                     continue
                 deadline = deadlines[timer.deadline]
                 payload = dict(deadline.payload)
@@ -95,6 +98,10 @@ class DeadlineTimers:
                     source=f"{r.source}/deadline",
                     saga_id=timer.saga_id,
                     data=event.to_json(),
+                    # The saga's one correlation id; caused by the event that moved the
+                    # saga into the state it stayed in too long.
+                    correlation_id=row.correlation_id,
+                    causation_id=row.entered_by,
                 )
                 await r.write_outbox(conn, env, now)
                 log.info(

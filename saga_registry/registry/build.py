@@ -4,7 +4,6 @@ and checking names and field constraints on the way."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from saga_registry.registry.errors import Problem
@@ -20,7 +19,14 @@ from saga_registry.registry.model import (
     Topic,
     Transition,
 )
-from saga_registry.registry.names import field_problem, pascal_problem, snake_problem, topic_problem
+from saga_registry.registry.names import (
+    did_you_mean,
+    field_problem,
+    pascal_problem,
+    snake_problem,
+    topic_problem,
+)
+from saga_registry.registry.patterns import pattern_problem
 from saga_registry.registry.source import Document, JsonPath
 
 _CONSTRAINTS_BY_TYPE: dict[str, set[str]] = {
@@ -59,8 +65,10 @@ class _Builder:
                 self.value_problem((*path, "$ref"), f"$ref cycle: {' -> '.join([*seen, ref])}")
                 return {"type": "string"}, path
             if ref not in self.definitions:
-                known = ", ".join(sorted(self.definitions)) or "none defined"
-                self.value_problem((*path, "$ref"), f"$ref '{ref}' names no definition ({known})")
+                hint = did_you_mean(ref, self.definitions)
+                if not hint:
+                    hint = f" (known: {', '.join(sorted(self.definitions)) or 'none defined'})"
+                self.value_problem((*path, "$ref"), f"$ref '{ref}' names no definition{hint}")
                 return {"type": "string"}, path
             seen.append(ref)
             extra = {k: v for k, v in spec.items() if k != "$ref"}
@@ -97,12 +105,9 @@ class _Builder:
         self._check_range(spec, spec_path, "minItems", "maxItems")
         pattern = spec.get("pattern")
         if pattern is not None:
-            try:
-                re.compile(pattern)
-            except (re.error, OverflowError, RecursionError) as exc:
-                # `a{4294967296}` overflows, a thousand nested groups recurse too deep.
-                why = "groups nested too deeply" if isinstance(exc, RecursionError) else exc
-                self.value_problem((*spec_path, "pattern"), f"pattern is not a regex: {why}")
+            why = pattern_problem(pattern)
+            if why:
+                self.value_problem((*spec_path, "pattern"), why)
                 # Keep it out of the model: the meaning checks validate deadline payloads.
                 pattern = None
         items = None
@@ -157,7 +162,8 @@ class _Builder:
         for i, name in enumerate(required):
             if name not in props:
                 self.value_problem(
-                    (*path, "required", i), f"required field '{name}' is not in properties"
+                    (*path, "required", i),
+                    f"required field '{name}' is not in properties{did_you_mean(name, props)}",
                 )
         fields = []
         for name, spec in props.items():

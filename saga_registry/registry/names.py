@@ -4,8 +4,10 @@ slashes or anything else that could escape the code or the folder they land in."
 
 from __future__ import annotations
 
+import difflib
 import keyword
 import re
+from collections.abc import Iterable
 
 PASCAL = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 SNAKE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -79,3 +81,17 @@ def topic_problem(name: str) -> str | None:
     if not TOPIC.fullmatch(name) or name in {".", ".."}:
         return f"topic name {name!r} is not legal: use letters, digits, '.', '_' and '-'"
     return None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """A hint naming the known name closest to `name` (ignoring case), as
+    " (did you mean 'X'?)", or "" when none is close or `name` is not printable."""
+    if not name.isprintable():
+        # A name holding line breaks or invisible characters is not a near-miss of a
+        # known one; the problem's line shows those characters escaped instead.
+        return ""
+    by_folded: dict[str, str] = {}
+    for k in known:
+        by_folded.setdefault(k.casefold(), k)
+    close = difflib.get_close_matches(name.casefold(), list(by_folded), n=1, cutoff=0.6)
+    return f" (did you mean '{by_folded[close[0]]}'?)" if close else ""

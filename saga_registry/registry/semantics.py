@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 
-from jsonschema import Draft202012Validator
-
 from saga_registry.registry.errors import Problem
-from saga_registry.registry.model import Registry, snake_case
+from saga_registry.registry.model import FieldSpec, Registry, snake_case
+from saga_registry.registry.names import did_you_mean
+from saga_registry.registry.patterns import PayloadValidator
 from saga_registry.registry.source import Document, JsonPath
 
 _SM = "state_machine"
@@ -49,6 +49,7 @@ class _Checker:
     # -- names and references -----------------------------------------------------------
 
     def unique_names(self) -> None:
+        self.case_folded_names()
         owners: dict[str, JsonPath] = {}
         for section in ("services", "events", "definitions"):
             for name in self.doc.data.get(section, {}):
@@ -61,7 +62,7 @@ class _Checker:
         by_module: dict[str, str] = {}
         for s in self.reg.services:
             clash = by_module.setdefault(s.module, s.name)
-            if clash != s.name:
+            if clash != s.name and clash.casefold() != s.name.casefold():
                 self.add(
                     ("services", s.name),
                     f"service '{s.name}' and '{clash}' would share module '{s.module}'",
@@ -69,24 +70,76 @@ class _Checker:
         by_method: dict[str, str] = {}
         for e in self.reg.events:
             clash = by_method.setdefault(snake_case(e.name), e.name)
-            if clash != e.name:
+            if clash != e.name and clash.casefold() != e.name.casefold():
                 self.add(
                     ("events", e.name),
                     f"events '{e.name}' and '{clash}' would share method 'on_{snake_case(e.name)}'",
                 )
 
+    def case_folded_names(self) -> None:
+        """Names that differ only in case are refused: they become file, module and
+        database names, which are lower-cased or live on case-insensitive file systems."""
+        _case_clashes(
+            (s.name for s in self.reg.services),
+            lambda name, first: self.add(
+                ("services", name),
+                f"service '{name}' and '{first}' differ only in case: they would share the "
+                f"database '{name.lower()}' ({{service}} in a database URL becomes the "
+                "lower-cased name) and their module files",
+            ),
+        )
+        _case_clashes(
+            (e.name for e in self.reg.events),
+            lambda name, first: self.add(
+                ("events", name), f"event '{name}' and '{first}' differ only in case"
+            ),
+        )
+        _case_clashes(
+            self.doc.data.get("definitions", {}),
+            lambda name, first: self.add(
+                ("definitions", name), f"definition '{name}' and '{first}' differ only in case"
+            ),
+        )
+        _case_clashes(
+            (s.name for s in self.reg.state_machine.states),
+            lambda name, first: self.add(
+                (_SM, "states", name), f"state '{name}' and '{first}' differ only in case"
+            ),
+        )
+        for e in self.reg.events:
+            self._field_clashes(e.fields, ("events", e.name, "payload"))
+
+    def _field_clashes(self, fields: tuple[FieldSpec, ...], path: JsonPath) -> None:
+        _case_clashes(
+            (f.name for f in fields),
+            lambda name, first: self.add(
+                (*path, "properties", name), f"field '{name}' and '{first}' differ only in case"
+            ),
+        )
+        for f in fields:
+            if f.properties:
+                self._field_clashes(f.properties, (*path, "properties", f.name))
+
     def known_event(self, name: str, path: JsonPath, at_key: bool = False) -> bool:
         if name in self.events:
             return True
-        (self.add if at_key else self.add_value)(path, f"unknown event '{name}'")
+        hint = did_you_mean(name, self.events)
+        (self.add if at_key else self.add_value)(path, f"unknown event '{name}'{hint}")
+        return False
+
+    def known_state(self, name: str, path: JsonPath) -> bool:
+        if name in self.states:
+            return True
+        self.add_value(path, f"unknown state '{name}'{did_you_mean(name, self.states)}")
         return False
 
     def producers(self) -> None:
         for e in self.reg.events:
             if e.producer not in self.services:
+                hint = did_you_mean(e.producer, self.services)
                 self.add_value(
                     ("events", e.name, "producer"),
-                    f"event '{e.name}' is produced by unknown service '{e.producer}'",
+                    f"event '{e.name}' is produced by unknown service '{e.producer}'{hint}",
                 )
 
     def reactions(self) -> None:
@@ -138,6 +191,7 @@ class _Checker:
 
     def saga_key(self) -> None:
         key = self.reg.key
+        first: tuple[str, str] | None = None  # (event, type) of the first good key field
         for e in self.reg.events:
             match = [f for f in e.fields if f.name == key]
             path: JsonPath = ("events", e.name, "payload")
@@ -148,11 +202,21 @@ class _Checker:
                     (*path, "properties", key),
                     f"the saga key '{key}' must be a required string or integer field",
                 )
+            elif first is None:
+                first = (e.name, match[0].type)
+            elif match[0].type != first[1]:
+                # One saga's events share one key value: it must read the same everywhere.
+                self.add(
+                    (*path, "properties", key),
+                    f"the saga key '{key}' is {match[0].type} in '{e.name}' but "
+                    f"{first[1]} in '{first[0]}': it must have one type in every event",
+                )
 
     def state_machine_refs(self) -> None:
         sm = self.reg.state_machine
         if sm.initial not in self.states:
-            self.add_value((_SM, "initial"), f"initial state '{sm.initial}' is not a state")
+            hint = did_you_mean(sm.initial, self.states)
+            self.add_value((_SM, "initial"), f"initial state '{sm.initial}' is not a state{hint}")
         elif self.states[sm.initial].terminal:
             self.add_value((_SM, "initial"), "the initial state cannot be terminal")
         if not sm.terminal_states:
@@ -161,16 +225,13 @@ class _Checker:
         for i, t in enumerate(sm.transitions):
             path: JsonPath = (_SM, "transitions", i)
             self.known_event(t.event, (*path, "on"))
-            if t.target not in self.states:
-                self.add_value((*path, "to"), f"unknown state '{t.target}'")
+            self.known_state(t.target, (*path, "to"))
             multi = len(t.sources) > 1 or isinstance(
                 self.doc.data[_SM]["transitions"][i]["from"], list
             )
             for j, src in enumerate(t.sources):
                 spath = (*path, "from", j) if multi else (*path, "from")
-                if src not in self.states:
-                    self.add_value(spath, f"unknown state '{src}'")
-                elif self.states[src].terminal:
+                if self.known_state(src, spath) and self.states[src].terminal:
                     self.add_value(spath, f"terminal state '{src}' cannot have transitions")
                 if (src, t.event) in seen:
                     self.add_value(
@@ -291,8 +352,7 @@ class _Checker:
             leaving[src].add(event)
         for i, d in enumerate(sm.deadlines):
             path: JsonPath = (_SM, "deadlines", i)
-            if d.state not in self.states:
-                self.add_value((*path, "state"), f"unknown state '{d.state}'")
+            if not self.known_state(d.state, (*path, "state")):
                 continue
             if self.states[d.state].terminal:
                 self.add_value((*path, "state"), f"terminal state '{d.state}' has no deadline")
@@ -311,7 +371,8 @@ class _Checker:
             )
             if key_field is not None and key_field.type == "integer":
                 payload[self.reg.key] = 0
-            for err in Draft202012Validator(schema).iter_errors(payload):
+            # The Rust-regex validator: a pattern's worst case cannot stall the check.
+            for err in PayloadValidator(schema).iter_errors(payload):
                 where = ".".join(str(p) for p in err.absolute_path) or "payload"
                 self.add(
                     (*path, "payload"), f"deadline payload for '{d.emit}': {where}: {err.message}"
@@ -331,6 +392,16 @@ class _Checker:
                             f"'{s.name}' may defer its reaction to '{r.event}', but state "
                             f"'{t.target}' has no deadline: the saga could wait forever",
                         )
+
+
+def _case_clashes(names: Iterable[str], report: Callable[[str, str], None]) -> None:
+    """Call `report(name, first)` for each name equal, once case-folded, to an earlier one
+    (exact repeats are reported elsewhere)."""
+    first_of: dict[str, str] = {}
+    for name in names:
+        first = first_of.setdefault(name.casefold(), name)
+        if first != name:
+            report(name, first)
 
 
 def _closure(start: Iterable[str], step: Callable[[str], Iterable[str]]) -> set[str]:

@@ -27,6 +27,8 @@ class SourceMap:
     path: str
     values: dict[JsonPath, Location] = field(default_factory=dict)
     keys: dict[JsonPath, Location] = field(default_factory=dict)
+    booleans: dict[JsonPath, str] = field(default_factory=dict)
+    """The text of each value YAML read as a boolean, as written (`on`, `no`, `True`)."""
 
     def at(self, json_path: JsonPath) -> Location:
         """Where `json_path` is written: its key if it has one, else its value, else the
@@ -120,7 +122,7 @@ class _Converter:
         assert isinstance(node, yaml.ScalarNode)
         # The safe constructor resolves plain scalars to str/int/float/bool/None only.
         try:
-            return self._constructor.construct_object(node, deep=True)
+            value = self._constructor.construct_object(node, deep=True)
         except (ValueError, ArithmeticError, LookupError, AttributeError):
             # It trusts the text to fit the tag: `2023-02-30`, a 5000-digit integer or
             # `!!int abc` make it raise.
@@ -128,6 +130,9 @@ class _Converter:
             message = f"YAML: {reprlib.repr(node.value)} is not a valid {kind}"
             self.problems.append(Problem(_loc(self.source.path, node), message))
             return None
+        if isinstance(value, bool):
+            self.source.booleans[json_path] = str(node.value)
+        return value
 
     def _mapping(self, node: yaml.MappingNode, json_path: JsonPath) -> dict[str, Any]:
         self._constructor.flatten_mapping(node)

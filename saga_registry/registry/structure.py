@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from saga_registry.registry.errors import Problem
+from saga_registry.registry.names import did_you_mean
 from saga_registry.registry.source import Document, JsonPath
 
 
@@ -48,10 +49,22 @@ def _problems_of(error: ValidationError, doc: Document) -> list[Problem]:
             if k not in allowed and not any(re.search(p, k) for p in patterns)
         ]
         where = _dotted(path)
-        hint = f" (expected one of: {', '.join(sorted(allowed))})" if allowed else ""
         return [
-            Problem(doc.source.at((*path, k)), f"unknown key '{k}' in {where}{hint}") for k in extra
+            Problem(
+                doc.source.at((*path, k)), f"unknown key '{k}' in {where}{_key_hint(k, allowed)}"
+            )
+            for k in extra
         ]
+    if isinstance(error.instance, bool) and path in doc.source.booleans:
+        written = doc.source.booleans[path]
+        if written.lower() not in ("true", "false"):
+            # A YAML 1.1 word (on/off/yes/no/y/n) where the schema wanted something else,
+            # most often a name: say why it became a boolean.
+            message = (
+                f"`{written}` was read as {str(error.instance).lower()}: YAML 1.1 reads an "
+                f'unquoted {written} as a boolean; write it as "{written}"'
+            )
+            return [Problem(doc.source.value_at(path), f"{_dotted(path)}: {message}")]
     if error.validator == "required":
         return [Problem(doc.source.value_at(path), f"{_dotted(path)}: {error.message}")]
     if error.validator == "type":
@@ -64,9 +77,19 @@ def _problems_of(error: ValidationError, doc: Document) -> list[Problem]:
     return [Problem(doc.source.value_at(path), f"{_dotted(path)}: {error.message}")]
 
 
+def _key_hint(key: str, allowed: set[str]) -> str:
+    """ " (did you mean 'x'? expected one of: …)", or less when nothing is known."""
+    if not allowed:
+        return ""
+    close = did_you_mean(key, allowed)
+    close = f"{close[2:-1]} " if close else ""  # " (did you mean 'x'?)" without parentheses
+    return f" ({close}expected one of: {', '.join(sorted(allowed))})"
+
+
 def check_structure(doc: Document) -> list[Problem]:
     """Every structural problem of `doc`, each with its place (empty when the shape is right)."""
     problems: list[Problem] = []
     for error in _validator().iter_errors(doc.data):
-        problems.extend(_problems_of(error, doc))
+        # Several keywords can fail on one value (a boolean hint would repeat): once each.
+        problems.extend(p for p in _problems_of(error, doc) if p not in problems)
     return problems

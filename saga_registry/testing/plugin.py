@@ -3,7 +3,10 @@ fixture, the ini options `saga_registry` and `saga_package`, and `--saga-bus`.
 
 The fixture is asynchronous: it needs pytest-asyncio, and runs in the test's own event
 loop (function scope). With `asyncio_mode = "auto"` a test only has to be `async def`;
-in strict mode, mark it `@pytest.mark.asyncio`."""
+in strict mode, mark it `@pytest.mark.asyncio`.
+
+pytest loads this plugin in every project of an environment that has saga-registry: it
+imports the engine only when a test asks for the fixture."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from saga_registry.testing.defaults import DEFAULT_PACKAGE, DEFAULT_REGISTRY
+from saga_registry.testing.project import DEFAULT_PACKAGE, DEFAULT_REGISTRY, importable, project_of
 
 if TYPE_CHECKING:
     from saga_registry.testing.harness import SagaHarness
@@ -41,6 +44,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A saga project's test modules import its package at their top, before any fixture
+    runs: make it importable at the start of the session (only where the rootdir holds
+    the project's registry, so that other projects' sessions are left alone)."""
+    project = project_of(config)
+    if project.registry.is_file():
+        importable(project)
+
+
 async def _harness(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[SagaHarness]:
@@ -49,10 +61,7 @@ async def _harness(
     `saga_registry.testing.SagaHarness`. Async: needs pytest-asyncio (auto mode, or
     `@pytest.mark.asyncio` in strict mode)."""
     from saga_registry.testing.harness import SagaHarness
-
-    # Imported here, not above: pytest loads this plugin in every project of an environment
-    # that has saga-registry, and only a test using the fixture needs the engine.
-    from saga_registry.testing.project import harness_settings, load_project_registry, project_of
+    from saga_registry.testing.runtime import harness_settings, load_project_registry
 
     project = project_of(request.config)
     registry = load_project_registry(project)

@@ -1,0 +1,464 @@
+"""`saga start`, `saga sagas` and `saga trace`: operating any registry's sagas.
+
+`start` begins a saga through its initiating service; `sagas` and `trace` only read the
+services' databases (and, for `trace`, the dead-letter topic), never creating or changing
+anything (`saga_registry.engine.inspect`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import pydantic
+
+from saga_registry.cli.runtime import _BUS, _REGISTRY, _kafka_options, _security
+from saga_registry.engine import inspect
+from saga_registry.engine.app import Application
+from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
+from saga_registry.engine.config import DEFAULT_DB, KafkaSecurity, Settings
+from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.errors import EngineError
+from saga_registry.engine.handlers import event_types
+from saga_registry.engine.trace import Letter, Trace, build_trace, letters_of, path_dot
+from saga_registry.registry import CodegenError, load_registry
+from saga_registry.registry.model import Registry
+
+_DB = click.option(
+    "--db",
+    default=DEFAULT_DB,
+    envvar="SAGA_DB_URL",
+    show_default=True,
+    help="Database URL template; {service} becomes each service's name.",
+)
+_PACKAGE = "handlers"
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _registry(path: str) -> Registry:
+    try:
+        return load_registry(path)
+    except CodegenError as exc:
+        _fail(f"registry {path}: {str(exc).splitlines()[0]}")
+
+
+def _notes(notes: list[str]) -> None:
+    for line in notes:
+        click.echo(f"note: {line}", err=True)
+
+
+# ---------------------------------------------------------------------------- start
+
+
+@click.command()
+@click.argument("event_type", metavar="EVENT")
+@click.option("--data", "data_text", required=True, metavar="JSON", help="The event's payload.")
+@click.option("--saga-id", help="The saga key (default: the payload's, else a new one).")
+@_REGISTRY
+@_BUS
+@_DB
+@_security
+def start(
+    event_type: str,
+    data_text: str,
+    saga_id: str | None,
+    registry: str,
+    bus: str,
+    db: str,
+    protocol: str,
+    sasl_mechanism: str | None,
+    sasl_username: str | None,
+    sasl_password: str | None,
+    ssl_cafile: str | None,
+) -> None:
+    """Begin a saga with EVENT, through the service that initiates it, and print its id.
+
+    The payload's saga key may be left out: it is then --saga-id, or a new random id. The
+    event is validated with the project's generated class (handlers.events) and published
+    before the command exits (a running copy of the service would publish it too)."""
+    reg = _registry(registry)
+    initiators = {e: s.name for s in reg.services for e in s.initiates}
+    if event_type not in initiators:
+        _fail(
+            f"{event_type} does not start a saga in {registry}: "
+            f"the events that can are {', '.join(sorted(initiators)) or 'none'}"
+        )
+    try:
+        data = json.loads(data_text)
+    except json.JSONDecodeError as exc:
+        _fail(f"--data is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
+    if not isinstance(data, dict):
+        _fail(f"--data must be a JSON object, the payload of {event_type}")
+    key_field = next(f for f in reg.event(event_type).fields if f.name == reg.key)
+    if saga_id is not None:
+        if reg.key in data and str(data[reg.key]) != saga_id:
+            _fail(f"--saga-id {saga_id!r} differs from the payload's {reg.key} {data[reg.key]!r}")
+        data[reg.key] = _key_value(saga_id, key_field.type, reg.key)
+    elif reg.key not in data:
+        fresh = uuid.uuid4()
+        data[reg.key] = fresh.int >> 65 if key_field.type == "integer" else fresh.hex
+    sys.path.insert(0, os.getcwd())  # the project's generated code, as `saga run` finds it
+    try:
+        cls = event_types(_PACKAGE)[event_type]
+        event = cls.from_dict(data)
+    except EngineError as exc:
+        _fail(str(exc))
+    except KeyError:
+        _fail(f"{_PACKAGE}.events has no {event_type}: run `saga codegen`")
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+        _fail(f"invalid {event_type} payload: {where}: {first['msg']}")
+    kafka = KafkaSecurity(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    settings = Settings(
+        registry=registry, bus=bus, db=db, services=(initiators[event_type],), kafka=kafka
+    )
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(_initiate(settings, reg, event))
+    except EngineError as exc:
+        _fail(str(exc))
+    click.echo(event.saga_id())
+
+
+def _key_value(text: str, kind: str, key: str) -> str | int:
+    if kind != "integer":
+        return text
+    if not text.lstrip("-").isdigit():
+        _fail(f"--saga-id {text!r}: the saga key {key} is an integer")
+    return int(text)
+
+
+async def _initiate(settings: Settings, reg: Registry, event: Any) -> Envelope:
+    app = Application(settings, registry=reg)
+    try:
+        await app.start()
+        part = app.services[0]
+        env = await part.runner.initiate(event)
+        # Publish now: the initiating service may not be running.
+        while await part.relay.relay_once():
+            pass
+        return env
+    finally:
+        await app.stop()
+
+
+# ---------------------------------------------------------------------------- sagas
+
+
+@click.command()
+@click.option(
+    "--state",
+    "state_filter",
+    metavar="S",
+    help="Only sagas in this state of the registry, or of this status: in-flight, stuck, ended.",
+)
+@click.option(
+    "--stuck-for",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Count as stuck a saga not updated for longer (besides overdue deadlines).",
+)
+@click.option("--outcome", type=click.Choice(["success", "failure"]), help="Only ended sagas.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_REGISTRY
+@_DB
+def sagas(
+    state_filter: str | None,
+    stuck_for: float | None,
+    outcome: str | None,
+    limit: int,
+    as_json: bool,
+    registry: str,
+    db: str,
+) -> None:
+    """List sagas with counts by status and state first: in-flight, stuck (a pending
+    deadline is past due, or with --stuck-for, not updated for that long), ended (in a
+    terminal state, with its outcome), most recently updated first.
+
+    Every service keeps its own copy of each saga's state and applies the log at its own
+    pace, so copies may briefly disagree: a saga is shown as its most advanced copy (a
+    terminal state wins, then the latest update)."""
+    reg = _registry(registry)
+    sm = reg.state_machine
+    names = {s.name for s in sm.states}
+    if state_filter is not None and state_filter not in names | set(inspect.STATUSES):
+        _fail(
+            f"--state {state_filter!r}: not a state of {registry} "
+            f"({', '.join(s.name for s in sm.states)}) nor a status "
+            f"({', '.join(inspect.STATUSES)})"
+        )
+    try:
+        views, notes = asyncio.run(inspect.saga_views(reg, db))
+    except EngineError as exc:
+        _fail(str(exc))
+    _notes(notes)
+    if len(notes) == len(reg.services):
+        _fail(f"no service database could be read under --db {db}")
+    terminal = frozenset(sm.terminal_states)
+    outcomes = {s.name: s.outcome for s in sm.states}
+    now = time.time()
+    rows = []
+    for v in views:
+        st = inspect.status(v, terminal, stuck_for, now)
+        out = outcomes.get(v.state) if st == "ended" else None
+        # A registry state of that name wins over a status (`ended` could be both).
+        if state_filter is not None and state_filter != (v.state if state_filter in names else st):
+            continue
+        if outcome is not None and out != outcome:
+            continue
+        rows.append((v, st, out))
+    rows.sort(key=lambda r: (-r[0].updated_at, r[0].saga_id))
+    by_status = Counter(st for _, st, _ in rows)
+    by_state = Counter(v.state for v, _, _ in rows)
+    by_outcome = Counter(out for _, _, out in rows if out)
+    shown = rows[:limit]
+    if as_json:
+        doc = {
+            "total": len(rows),
+            "shown": len(shown),
+            "counts": {
+                "status": {s: by_status.get(s, 0) for s in inspect.STATUSES},
+                "state": dict(sorted(by_state.items())),
+                "outcome": dict(sorted(by_outcome.items())),
+            },
+            "sagas": [
+                {
+                    "saga_id": v.saga_id,
+                    "state": v.state,
+                    "status": st,
+                    "outcome": out,
+                    "started_at": v.started_at,
+                    "updated_at": v.updated_at,
+                    "due_at": v.due_at,
+                    "correlation_id": v.correlation_id,
+                    "seen_by": v.seen_by,
+                    "views": dict(v.views),
+                }
+                for v, st, out in shown
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    ended = by_status.get("ended", 0)
+    split = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items()))
+    click.echo(
+        f"{len(rows)} saga(s): {by_status.get('in-flight', 0)} in-flight, "
+        f"{by_status.get('stuck', 0)} stuck, {ended} ended" + (f" ({split})" if split else "")
+    )
+    if by_state:
+        click.echo("by state: " + ", ".join(f"{s} {n}" for s, n in sorted(by_state.items())))
+    if not shown:
+        return
+    width = min(max(len(_shown(v.saga_id)) for v, _, _ in shown), 40)
+    state_w = max(len(v.state) for v, _, _ in shown)
+    click.echo(
+        f"\n{'SAGA':<{width}}  {'STATE':<{state_w}}  {'STATUS':<9}  {'OUTCOME':<7}  "
+        f"{'AGE':>8}  {'IDLE':>8}  SEEN BY"
+    )
+    for v, st, out in shown:
+        age = _secs(now - v.started_at) if v.started_at else "?"
+        late = f", deadline {_secs(now - v.due_at)} overdue" if st == "stuck" and v.due_at else ""
+        click.echo(
+            f"{_shown(v.saga_id):<{width}}  {v.state:<{state_w}}  {st:<9}  {out or '-':<7}  "
+            f"{age:>8}  {_secs(now - v.updated_at):>8}  {v.seen_by}{late}"
+        )
+    if len(shown) < len(rows):
+        click.echo(f"(showing {len(shown)} of {len(rows)}; --limit to see more)", err=True)
+
+
+def _shown(saga_id: str) -> str:
+    # A line per saga: an id with a line break or other control characters is quoted.
+    return saga_id if saga_id.isprintable() else repr(saga_id)
+
+
+def _secs(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+# ---------------------------------------------------------------------------- trace
+
+
+@click.command()
+@click.argument("saga_id")
+@click.option("--dot", "dot_path", type=click.Path(dir_okay=False), help="Write the path as DOT.")
+@click.option("--svg", "svg_path", type=click.Path(dir_okay=False), help="Draw it as SVG (dot).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_REGISTRY
+@_DB
+@_BUS
+@_security
+def trace(
+    saga_id: str,
+    dot_path: str | None,
+    svg_path: str | None,
+    as_json: bool,
+    registry: str,
+    db: str,
+    bus: str,
+    protocol: str,
+    sasl_mechanism: str | None,
+    sasl_username: str | None,
+    sasl_password: str | None,
+    ssl_cafile: str | None,
+) -> None:
+    """SAGA_ID's events in log order: who produced each, the saga's state before and
+    after, and what each service did with it (reacted, applied, skipped and why,
+    dead-lettered, or - for not seen yet); then events emitted but not taken in yet.
+
+    Read from the services' databases, and from the dead-letter topic when --bus answers.
+    --dot/--svg draw the path taken on the registry's state machine."""
+    reg = _registry(registry)
+    if svg_path and shutil.which("dot") is None:
+        _fail(f"--svg {svg_path}: Graphviz 'dot' is not installed")
+    kafka = _kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    try:
+        records, notes = asyncio.run(inspect.saga_records(reg, db, saga_id))
+        letters, note = asyncio.run(_letters(reg, bus, kafka, saga_id))
+    except EngineError as exc:
+        _fail(str(exc))
+    _notes([*notes, *([note] if note else [])])
+    if all(r.empty() for r in records.values()) and not letters:
+        _fail(f"no service has seen saga {saga_id!r}")
+    t = build_trace(reg, saga_id, records, letters)
+    services = [s.name for s in reg.services]
+    if as_json:
+        click.echo(json.dumps(_trace_doc(reg, t, services), indent=2))
+    else:
+        _print_trace(reg, t, services)
+    if dot_path or svg_path:
+        source = path_dot(reg, t)
+        if dot_path:
+            _write(Path(dot_path), source)
+        if svg_path:
+            _render_svg(source, Path(svg_path))
+
+
+async def _letters(
+    reg: Registry, url: str, kafka: KafkaOptions, saga_id: str
+) -> tuple[list[Letter], str]:
+    """The saga's dead letters, or none and why the topic could not be read."""
+    topic = reg.dead_letter_topic.name
+    bus = bus_from_url(url, kafka_options=kafka)
+    if isinstance(bus, EmbeddedBus) and not bus.path.is_file():
+        return [], f"dead-letter topic not read: no embedded log at {bus.path}"
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        async with bus as live:
+            deliveries = await live.read_all(topic)
+    except EngineError as exc:
+        return [], f"dead-letter topic not read: {exc}"
+    return letters_of(deliveries, saga_id, reg.events_topic.name), ""
+
+
+def _trace_doc(reg: Registry, t: Trace, services: list[str]) -> dict[str, Any]:
+    outcome = reg.state_machine.state(t.state).outcome
+    return {
+        "saga_id": t.saga_id,
+        "state": t.state,
+        "outcome": outcome,
+        "events": [
+            {
+                "partition": r.partition,
+                "offset": r.offset,
+                "event_id": r.event_id,
+                "event_type": r.event_type,
+                "producer": r.producer,
+                "before": r.before,
+                "after": r.after,
+                "note": r.note,
+                "at": r.at,
+                "actions": {
+                    s: {"action": r.actions[s].what, "detail": r.actions[s].detail}
+                    for s in services
+                },
+            }
+            for r in t.rows
+        ],
+        "pending": [
+            {
+                "service": p.service,
+                "event_id": p.event_id,
+                "event_type": p.event_type,
+                "created_at": p.created_at,
+                "sent": p.sent,
+            }
+            for p in t.pending
+        ],
+        "path": t.visited,
+    }
+
+
+def _print_trace(reg: Registry, t: Trace, services: list[str]) -> None:
+    outcome = reg.state_machine.state(t.state).outcome
+    click.echo(
+        f"saga {_shown(t.saga_id)}: {len(t.rows)} event(s), now {t.state}"
+        + (f" ({outcome})" if outcome else "")
+    )
+    if not t.rows:
+        return
+    first = min((r.at for r in t.rows if r.at is not None), default=None)
+    type_w = max(len(r.event_type) for r in t.rows)
+    prod_w = max(len(r.producer) for r in t.rows)
+    moves = [f"{r.before} -> {r.after}" + (f" ({r.note})" if r.note else "") for r in t.rows]
+    move_w = max(map(len, moves))
+    for r, move in zip(t.rows, moves, strict=True):
+        where = f"{r.partition}/{r.offset}" if r.offset is not None else "?"
+        since = f"+{(r.at - first) * 1000:.0f}ms" if r.at is not None and first else ""
+        acts = "; ".join(f"{s}: {r.actions[s]}" for s in services)
+        click.echo(
+            f"{where:>8} {since:>9}  {r.event_type:<{type_w}}  by {r.producer:<{prod_w}}  "
+            f"{move:<{move_w}}  | {acts}"
+        )
+    for p in t.pending:
+        click.echo(
+            f"pending: {p.event_type} {p.event_id} emitted by {p.service}, "
+            f"{'published' if p.sent else 'still in its outbox'}, not taken in yet"
+        )
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror or exc}")
+    click.echo(f"wrote {path}", err=True)
+
+
+def _render_svg(source: str, path: Path) -> None:
+    try:
+        done = subprocess.run(
+            ["dot", "-Tsvg", "-o", str(path)],
+            input=source,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        _fail(f"--svg {path}: dot failed: {exc}")
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["no message"])[0]
+        _fail(f"--svg {path}: dot failed: {why}")
+    click.echo(f"wrote {path}", err=True)
+
+
+__all__ = ["sagas", "start", "trace"]

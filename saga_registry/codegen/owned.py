@@ -1,0 +1,104 @@
+"""Which reactions an owned service module has not written, read from its source with
+`ast` (codegen never imports the project's code: it may not even import after a
+registry change).
+
+Only what the class body itself defines is seen: a reaction inherited from a mixin
+counts as missing here (the runtime's start-time check sees it)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from pathlib import Path
+
+from saga_registry.codegen.python_code import reaction_signature
+from saga_registry.registry.model import Registry, snake_case
+
+
+class OwnedModuleUnreadable(Exception):
+    """The owned module cannot be checked (unreadable, not Python, or lacks the class);
+    the message says which, in one line."""
+
+
+def unwritten_reactions(
+    path: Path, class_name: str, method_names: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The methods of `method_names` that class `class_name` in `path` does not define
+    (missing), and those it defines whose whole body, apart from a docstring, is
+    `raise NotImplementedError` or `raise NotImplementedError(...)` (stubs); each in
+    the order of `method_names`. Raises `OwnedModuleUnreadable`."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except OSError as exc:
+        raise OwnedModuleUnreadable(f"cannot read it: {exc.strerror or exc}") from None
+    except (SyntaxError, ValueError) as exc:
+        line = getattr(exc, "lineno", None)
+        where = f" (line {line})" if line else ""
+        raise OwnedModuleUnreadable(f"not valid Python{where}; reactions not checked") from None
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name), None)
+    if cls is None:
+        raise OwnedModuleUnreadable(f"defines no class {class_name}; reactions not checked")
+    defined: dict[str, ast.stmt] = {}
+    for node in cls.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            defined[node.name] = node
+        elif isinstance(node, ast.Assign):  # `on_x = on_y`: an alias is written code
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    defined[target.id] = node
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defined[node.target.id] = node
+    missing = [m for m in method_names if m not in defined]
+    stubs = [m for m in method_names if m in defined and _is_stub(defined[m])]
+    return missing, stubs
+
+
+def _is_stub(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return False
+    body = node.body
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        body = body[1:]
+    if len(body) != 1 or not isinstance(body[0], ast.Raise):
+        return False
+    exc = body[0].exc
+    if isinstance(exc, ast.Call):
+        exc = exc.func
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+def notes(registry: Registry, root: Path, package: str) -> list[str]:
+    """For each owned service module under `root/package`: a note naming the reactions
+    its base declares that it lacks (with the signatures to add), one naming those still
+    the generated stub, or one saying why it cannot be checked. Modules that do not
+    exist are left to `check`."""
+    out = []
+    for service in registry.services:
+        rel = f"{package}/{service.module}.py"
+        path = root / rel
+        if not path.is_file():
+            continue
+        by_method = {f"on_{snake_case(r.event)}": r for r in service.reactions}
+        try:
+            missing, stubs = unwritten_reactions(path, service.name, list(by_method))
+        except OwnedModuleUnreadable as exc:
+            out.append(f"{rel}: {exc}")
+            continue
+        if missing:
+            n = len(missing)
+            signatures = "".join(f"\n    {reaction_signature(by_method[m])}: ..." for m in missing)
+            out.append(
+                f"{rel}: {service.name} lacks {n} reaction{'s' if n != 1 else ''}; add:{signatures}"
+            )
+        if stubs:
+            n = len(stubs)
+            out.append(
+                f"{rel}: {service.name} has {n} reaction{'s' if n != 1 else ''} not written yet"
+                f" (still raising NotImplementedError): {', '.join(stubs)}"
+            )
+    return out

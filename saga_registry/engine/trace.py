@@ -1,0 +1,312 @@
+"""A saga's trace: its records in log order, what each service did with each, and the
+path it took on the registry's state machine (`saga trace`). Built from what
+`saga_registry.engine.inspect` reads; Graphviz is imported only to draw the path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from saga_registry.engine.bus import Delivery
+from saga_registry.engine.deadletter import DeadLetter
+from saga_registry.engine.inspect import ServiceRecords, outbox_headers
+from saga_registry.engine.machine import SagaMachine
+from saga_registry.registry.model import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What one service did with one record: `reacted`, `applied`, `skipped`,
+    `dead-lettered`, `held` (its saga is parked there) or `-` (not seen)."""
+
+    what: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.detail})" if self.detail else self.what
+
+
+@dataclass(slots=True)
+class TraceRow:
+    """One record of the saga in the log, and what became of it."""
+
+    partition: int | None
+    offset: int | None
+    event_id: str
+    event_type: str
+    producer: str
+    before: str
+    after: str
+    note: str
+    """Why the state did not move (`duplicate`, `not allowed`, `not applied`), or ''."""
+    at: float | None
+    actions: dict[str, Action]
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An event a service emitted for the saga that no service has taken in yet."""
+
+    service: str
+    event_id: str
+    event_type: str
+    created_at: float
+    sent: bool
+
+
+@dataclass(slots=True)
+class Trace:
+    """A saga's events in log order, the states it went through, what is still pending."""
+
+    saga_id: str
+    rows: list[TraceRow]
+    pending: list[Pending]
+    visited: list[str]
+    taken: list[tuple[str, str, str]]
+    """Transitions taken, as (source, event, target), in order."""
+
+    @property
+    def state(self) -> str:
+        """The state the log leads to."""
+        return self.visited[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """A dead-letter record of the saga: who gave up on which record of the log, and why."""
+
+    service: str
+    partition: int | None
+    offset: int | None
+    event_id: str
+    event_type: str
+    source: str
+    error: str
+
+
+def letters_of(deliveries: Sequence[Delivery], saga_id: str, topic: str) -> list[Letter]:
+    """The dead-letter records of `saga_id` (keyed by it), placed where their original sat
+    in `topic` (the `saga_origin` header: topic/partition/offset)."""
+    found = []
+    for delivery in deliveries:
+        d = DeadLetter.of(delivery)
+        if d.saga_id != saga_id:
+            continue
+        where, _, offset = d.origin.rpartition("/")
+        origin_topic, _, partition = where.rpartition("/")
+        on_log = origin_topic == topic and partition.isdigit() and offset.isdigit()
+        source = delivery.record.header("ce_source")
+        found.append(
+            Letter(
+                service=d.service,
+                partition=int(partition) if on_log else None,
+                offset=int(offset) if on_log else None,
+                event_id=d.event_id,
+                event_type=d.event_type or "?",
+                source=source.decode("utf-8", "replace") if source else "",
+                error=f"{d.error_type}: {d.error}" if d.error_type else d.error,
+            )
+        )
+    return found
+
+
+def producer_of(source: str) -> str:
+    """Who produced an event, from its CloudEvents source: `saga/<registry>/<Service>`
+    is that service, `.../deadline` its deadline timer; anything else is an outside
+    producer, shown as its source."""
+    parts = source.split("/")
+    if len(parts) in (3, 4) and parts[0] == "saga" and parts[2]:
+        if len(parts) == 4:
+            return f"{parts[2]} (deadline)" if parts[3] == "deadline" else source
+        return parts[2]
+    return source
+
+
+_Key = tuple[Any, ...]
+
+
+def _key(partition: int | None, offset: int | None, event_id: str) -> _Key:
+    # Rows written before log positions were kept have none: they are keyed by event id.
+    return ("log", partition or 0, offset) if offset is not None else ("id", event_id)
+
+
+def build_trace(
+    registry: Registry,
+    saga_id: str,
+    records: dict[str, ServiceRecords],
+    letters: Sequence[Letter] = (),
+) -> Trace:
+    """The saga's records in log order (by partition offset, never by time: a batch shares
+    one timestamp), each with its producer, the state before and after (the registry's
+    machine stepped through the log: an event id seen before, or an event the state does
+    not allow, leaves it) and each service's action."""
+    machine = SagaMachine(registry)
+    info: dict[_Key, dict[str, Any]] = {}
+    acts: dict[_Key, dict[str, Action]] = {}
+    sources: dict[str, str] = {}
+    emitted_by: dict[str, str] = {}
+    caused: dict[tuple[str, str], list[str]] = {}
+    in_inbox: set[_Key] = set()
+
+    def note(key: _Key, event_id: str, event_type: str, at: float | None) -> None:
+        got = info.setdefault(key, {"event_id": event_id, "event_type": event_type, "at": at})
+        if at is not None and (got["at"] is None or at < got["at"]):
+            got["at"] = at
+
+    for service, recs in records.items():
+        for row in recs.outbox:
+            headers = outbox_headers(row)
+            emitted_by[row["event_id"]] = service
+            cause = headers.get("ce_causationid")
+            if cause:
+                caused.setdefault((service, cause), []).append(headers.get("ce_type", "?"))
+    for service, recs in records.items():
+        reacts = {r.event for r in registry.service(service).reactions}
+        for row in recs.inbox:
+            key = _key(row["log_partition"], row["log_offset"], row["event_id"])
+            note(key, row["event_id"], row["event_type"], row["received_at"])
+            sources.setdefault(row["event_id"], row["source"])
+            in_inbox.add(key)
+            if row["event_type"] in reacts:
+                emits = caused.get((service, row["event_id"]), [])
+                action = Action("reacted", "-> " + ", ".join(emits) if emits else "")
+            else:
+                action = Action("applied")
+            acts.setdefault(key, {})[service] = action
+        for row in recs.skipped:
+            key = _key(row["log_partition"], row["log_offset"], row["event_id"])
+            note(key, row["event_id"], row["event_type"], row["at"])
+            why = row["reason"] + (f" in {row['state']}" if row["state"] else "")
+            # A record not allowed in the state has an inbox row too: the skip says more.
+            acts.setdefault(key, {})[service] = Action("skipped", why)
+    for letter in letters:
+        key = _key(letter.partition, letter.offset, letter.event_id)
+        note(key, letter.event_id, letter.event_type, None)
+        sources.setdefault(letter.event_id, letter.source)
+        acts.setdefault(key, {}).setdefault(letter.service, Action("dead-lettered", letter.error))
+
+    logged = sorted((k for k in info if k[0] == "log"), key=lambda k: (k[1], k[2]))
+    unlogged = sorted((k for k in info if k[0] == "id"), key=lambda k: info[k]["at"] or 0.0)
+    order = logged + unlogged
+    position = {k: i for i, k in enumerate(order)}
+    parked_at: dict[str, _Key] = {}
+    for service, recs in records.items():
+        if recs.parked is None:
+            continue
+        first = next((k for k in order if info[k]["event_id"] == recs.parked["event_id"]), None)
+        if first is not None:
+            parked_at[service] = first
+            acts.setdefault(first, {}).setdefault(
+                service, Action("dead-lettered", str(recs.parked["error"]))
+            )
+
+    state = machine.initial
+    visited, taken, rows = [state], [], []
+    seen: set[str] = set()
+    for index, key in enumerate(order):
+        event_id, event_type = info[key]["event_id"], info[key]["event_type"]
+        before, why = state, ""
+        if event_id in seen:
+            why = "duplicate"
+        elif key not in in_inbox:
+            why = "not applied"
+        else:
+            step = machine.step(state, event_type)
+            if step.target is None:
+                why = "not allowed"
+            else:
+                state = step.target
+                visited.append(state)
+                taken.append((before, event_type, state))
+        seen.add(event_id)
+        actions: dict[str, Action] = {}
+        for service in (s.name for s in registry.services):
+            got = acts.get(key, {}).get(service)
+            if got is None and service in parked_at and position[parked_at[service]] < index:
+                got = Action("held", "saga parked here")
+            actions[service] = got or Action("-")
+        source = sources.get(event_id)
+        rows.append(
+            TraceRow(
+                partition=key[1] if key[0] == "log" else None,
+                offset=key[2] if key[0] == "log" else None,
+                event_id=event_id,
+                event_type=event_type,
+                producer=producer_of(source) if source else emitted_by.get(event_id, "?"),
+                before=before,
+                after=state,
+                note=why,
+                at=info[key]["at"],
+                actions=actions,
+            )
+        )
+    pending = sorted(
+        (
+            Pending(
+                service,
+                row["event_id"],
+                outbox_headers(row).get("ce_type", "?"),
+                row["created_at"],
+                row["sent_at"] is not None,
+            )
+            for service, recs in records.items()
+            for row in recs.outbox
+            if row["event_id"] not in seen
+        ),
+        key=lambda p: p.created_at,
+    )
+    return Trace(saga_id, rows, pending, visited, taken)
+
+
+def path_dot(reg: Registry, t: Trace) -> str:
+    """The registry's state machine with the path `t` took drawn over it: visited states
+    and taken transitions (numbered in order) highlighted, the rest grey. Every name
+    reaches DOT through graphviz's quoting (the saga id may hold anything)."""
+    import graphviz  # only here: the runtime's commands must not load it
+
+    sm = reg.state_machine
+    visited = set(t.visited)
+    steps: dict[tuple[str, str, str], list[int]] = {}
+    for n, edge in enumerate(t.taken, 1):
+        steps.setdefault(edge, []).append(n)
+    g = graphviz.Digraph(name="saga_path")
+    title = f"saga {t.saga_id}: {t.state}"
+    # Backslashes doubled and line breaks escaped by hand; quotes are graphviz's to escape;
+    # nohtml keeps an id like <b> from being read as an HTML label.
+    g.attr(rankdir="LR", labelloc="t", fontname="Helvetica", label=_text(title))
+    g.attr("node", fontname="Helvetica", fontsize="11")
+    g.attr("edge", fontname="Helvetica", fontsize="10")
+    for s in sm.states:
+        look = _VISITED if s.name in visited else _GREY
+        g.node(
+            s.name,
+            _text(s.name),
+            shape="doublecircle" if s.terminal else "circle",
+            penwidth="2.5" if s.name == t.state else "1",
+            **look,
+        )
+    for src, event, dst in sm.edges():
+        numbers = steps.get((src, event, dst))
+        label = f"{','.join(map(str, numbers))}. {event}" if numbers else event
+        g.edge(
+            src,
+            dst,
+            label=_text(label),
+            color="#1b5e20" if numbers else "#cccccc",
+            fontcolor="#1b5e20" if numbers else "#aaaaaa",
+            penwidth="2.5" if numbers else "1",
+        )
+    source: str = g.source
+    return source
+
+
+_VISITED = {"style": "filled", "fillcolor": "#c8e6c9", "color": "#1b5e20"}
+_GREY = {"color": "#bbbbbb", "fontcolor": "#999999"}
+
+
+def _text(value: str) -> Any:
+    import graphviz
+
+    escaped = value.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+    return graphviz.nohtml(escaped)
