@@ -214,7 +214,8 @@ def make_project(root: Path, registry: Path, handlers: dict[str, str]) -> Path:
     (root / "registry").mkdir(parents=True)
     target = root / "registry" / "saga.yaml"
     shutil.copy(registry, target)
-    write(load_registry(target), target, root, render=False)
+    # Without the generated outcome tests: these tests write their own.
+    write(load_registry(target), target, root, render=False, tests=False)
     for module, text in handlers.items():
         (root / "handlers" / module).write_text(_dedent(text))
     (root / "pyproject.toml").write_text(PYPROJECT)

@@ -26,7 +26,7 @@ from saga_registry.registry.model import Registry
 from saga_registry.registry.outcomes import outcome_paths
 from saga_registry.testing.clock import ClockTimers, FakeClock
 from saga_registry.testing.failures import Failure, error_of
-from saga_registry.testing.result import SagaResult, saga_records
+from saga_registry.testing.result import SagaResult, envelopes_of, saga_records
 
 _POLL_S = 0.02
 
@@ -293,9 +293,10 @@ class SagaHarness:
         while True:
             self._check_running()
             pending = []
+            log = await self._bus.read_all(self.registry.events_topic.name)
             for saga_id in self._sagas:
                 copies = await self._copies(saga_id)
-                records = await self._records(saga_id)
+                records = envelopes_of(log, saga_id)
                 if any(c.unsent for c in copies) or any(
                     c.taken < len(records) for c in copies if not c.parked
                 ):

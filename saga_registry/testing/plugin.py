@@ -3,24 +3,23 @@ fixture, the ini options `saga_registry` and `saga_package`, and `--saga-bus`.
 
 The fixture is asynchronous: it needs pytest-asyncio, and runs in the test's own event
 loop (function scope). With `asyncio_mode = "auto"` a test only has to be `async def`;
-in strict mode, mark it `@pytest.mark.asyncio`."""
+in strict mode, mark it `@pytest.mark.asyncio`.
+
+pytest loads this plugin in every project of an environment that has saga-registry: it
+imports the engine only when a test asks for the fixture."""
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from saga_registry.testing.harness import SagaHarness
-from saga_registry.testing.project import (
-    DEFAULT_PACKAGE,
-    DEFAULT_REGISTRY,
-    harness_settings,
-    importable,
-    load_project_registry,
-    project_of,
-)
+from saga_registry.testing.project import DEFAULT_PACKAGE, DEFAULT_REGISTRY, importable, project_of
+
+if TYPE_CHECKING:
+    from saga_registry.testing.harness import SagaHarness
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,6 +60,9 @@ async def _harness(
     embedded log (or `--saga-bus`, with fresh topics) and throwaway SQLite databases: a
     `saga_registry.testing.SagaHarness`. Async: needs pytest-asyncio (auto mode, or
     `@pytest.mark.asyncio` in strict mode)."""
+    from saga_registry.testing.harness import SagaHarness
+    from saga_registry.testing.runtime import harness_settings, load_project_registry
+
     project = project_of(request.config)
     registry = load_project_registry(project)
     settings, registry = harness_settings(project, registry, tmp_path_factory.mktemp("saga"))
