@@ -250,7 +250,7 @@ def test_unquoted_on_where_a_name_is_expected_gets_a_hint(tmp_path: Path) -> Non
 
 def test_unquoted_off_in_a_list_of_states_gets_the_hint(tmp_path: Path) -> None:
     path = tmp_path / "saga.yaml"
-    text = write_yaml(path, checkout_data()).read_text(encoding="utf-8")
+    text = write_yaml(path, orders_data()).read_text(encoding="utf-8")
     path.write_text(text.replace("from: paid", "from: [off, paid]", 1), encoding="utf-8")
     problems = problems_of(path)
     assert any(

@@ -3,7 +3,7 @@
 """Generated base of the 'Billing' service: one abstract reaction per event it
 consumes, typed with the events the registry lets that reaction emit. Subclass it in
 `trip_booking.billing`; a reaction added to the registry shows up there as a
-missing method (refused at start, and by the type checker)."""
+missing method (listed by `saga codegen`, refused at start, and by the type checker)."""
 
 from __future__ import annotations
 
