@@ -23,8 +23,9 @@ from handlers.catalog import CURRENCY, PRICES_WITH_SOLD_OUT
 from handlers.oms import new_order, record_order
 from handlers.order_history import archive
 from handlers.shop import Mix, Report, Shop
+from saga_registry.cli.options import bus_option, db_option, registry_option
 from saga_registry.engine.app import Application
-from saga_registry.engine.config import DEFAULT_BUS, DEFAULT_DB, Settings
+from saga_registry.engine.config import Settings
 from saga_registry.engine.errors import EngineError
 from saga_registry.engine.runner import RunnerSettings
 from saga_registry.registry import CodegenError, load_registry
@@ -71,7 +72,7 @@ def _parse_fail(text: str) -> dict[str, float]:
     envvar="SAGA_BUS",
     help="kafka://HOST:PORT, or embedded (default: a fresh log for this run).",
 )
-@click.option("--registry", default="registry/saga.yaml", envvar="SAGA_REGISTRY", show_default=True)
+@registry_option
 @click.option(
     "--timeout",
     "timeout_s",
@@ -176,19 +177,6 @@ def _print(report: Report, orders: int) -> None:
         click.echo(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
 
 
-_REGISTRY = click.option(
-    "--registry", default="registry/saga.yaml", envvar="SAGA_REGISTRY", show_default=True
-)
-_DB = click.option(
-    "--db",
-    default=DEFAULT_DB,
-    envvar="SAGA_DB_URL",
-    show_default=True,
-    help="Database URL template of the services ({service} = name).",
-)
-_BUS = click.option("--bus", default=DEFAULT_BUS, envvar="SAGA_BUS", show_default=True)
-
-
 def _app(registry: str, db: str, bus: str, services: tuple[str, ...]) -> Application:
     return Application(Settings(registry=registry, db=db, bus=bus, services=services))
 
@@ -215,9 +203,9 @@ def shop() -> None:
 
 
 @shop.command("seed")
-@_REGISTRY
-@_DB
-@_BUS
+@registry_option
+@db_option
+@bus_option
 @click.option("--customers", default=50, show_default=True)
 def shop_seed(registry: str, db: str, bus: str, customers: int) -> None:
     """Stock the warehouse and open accounts (rich c0.., poor p0..); idempotent."""
@@ -235,9 +223,9 @@ def order() -> None:
 
 
 @order.command("place")
-@_REGISTRY
-@_DB
-@_BUS
+@registry_option
+@db_option
+@bus_option
 @click.option("--customer", required=True)
 @click.option("--item", "items", multiple=True, required=True, metavar="SKU:QTY")
 @click.option("--id", "order_id", default="", help="Order id (default: a new one).")
@@ -293,9 +281,9 @@ def order_place(
 
 @click.command()
 @click.argument("order_id")
-@_REGISTRY
-@_DB
-@_BUS
+@registry_option
+@db_option
+@bus_option
 def history(order_id: str, registry: str, db: str, bus: str) -> None:
     """The archived snapshot of ORDER_ID, as the customer reads it."""
 

@@ -22,11 +22,12 @@ from typing import Any, NoReturn
 import click
 import pydantic
 
-from saga_registry.cli.runtime import _BUS, _REGISTRY, _kafka_options, _security
+from saga_registry.cli.options import bus_option, db_option, kafka_security, registry_option
+from saga_registry.cli.runtime import _kafka_options
 from saga_registry.engine import inspect
 from saga_registry.engine.app import Application
 from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
-from saga_registry.engine.config import DEFAULT_DB, KafkaSecurity, Settings
+from saga_registry.engine.config import KafkaSecurity, Settings
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import EngineError
 from saga_registry.engine.handlers import event_types
@@ -34,13 +35,6 @@ from saga_registry.engine.trace import Letter, Trace, build_trace, letters_of, p
 from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.model import Registry
 
-_DB = click.option(
-    "--db",
-    default=DEFAULT_DB,
-    envvar="SAGA_DB_URL",
-    show_default=True,
-    help="Database URL template; {service} becomes each service's name.",
-)
 _PACKAGE = "handlers"
 
 
@@ -68,10 +62,10 @@ def _notes(notes: list[str]) -> None:
 @click.argument("event_type", metavar="EVENT")
 @click.option("--data", "data_text", required=True, metavar="JSON", help="The event's payload.")
 @click.option("--saga-id", help="The saga key (default: the payload's, else a new one).")
-@_REGISTRY
-@_BUS
-@_DB
-@_security
+@registry_option
+@bus_option
+@db_option
+@kafka_security
 def start(
     event_type: str,
     data_text: str,
@@ -176,8 +170,8 @@ async def _initiate(settings: Settings, reg: Registry, event: Any) -> Envelope:
 @click.option("--outcome", type=click.Choice(["success", "failure"]), help="Only ended sagas.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_REGISTRY
-@_DB
+@registry_option
+@db_option
 def sagas(
     state_filter: str | None,
     stuck_for: float | None,
@@ -303,10 +297,10 @@ def _secs(seconds: float) -> str:
 @click.option("--dot", "dot_path", type=click.Path(dir_okay=False), help="Write the path as DOT.")
 @click.option("--svg", "svg_path", type=click.Path(dir_okay=False), help="Draw it as SVG (dot).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_REGISTRY
-@_DB
-@_BUS
-@_security
+@registry_option
+@db_option
+@bus_option
+@kafka_security
 def trace(
     saga_id: str,
     dot_path: str | None,

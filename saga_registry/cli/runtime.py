@@ -12,60 +12,16 @@ import sys
 
 import click
 
+from saga_registry.cli.options import bus_option, db_option, kafka_security, registry_option
 from saga_registry.engine.app import Application
 from saga_registry.engine.bus import Bus
 from saga_registry.engine.buses import KafkaOptions, bus_from_url
-from saga_registry.engine.config import DEFAULT_BUS, DEFAULT_DB, KafkaSecurity, Settings
+from saga_registry.engine.config import KafkaSecurity, Settings
 from saga_registry.engine.deadletter import TRUNCATED, DeadLetter, replay_record
 from saga_registry.engine.errors import BusUnavailable, EngineError
 from saga_registry.registry import CodegenError, load_registry
 
-_REGISTRY = click.option(
-    "--registry",
-    default="registry/saga.yaml",
-    envvar="SAGA_REGISTRY",
-    show_default=True,
-    help="The registry to run.",
-)
-_BUS = click.option(
-    "--bus",
-    default=DEFAULT_BUS,
-    envvar="SAGA_BUS",
-    show_default=True,
-    help="embedded[:PATH] or kafka://HOST:PORT[,HOST:PORT].",
-)
-_SECURITY = [
-    click.option(
-        "--kafka-security-protocol",
-        "protocol",
-        envvar="SAGA_KAFKA_SECURITY_PROTOCOL",
-        default="PLAINTEXT",
-        show_default=True,
-        type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
-    ),
-    click.option(
-        "--kafka-sasl-mechanism",
-        "sasl_mechanism",
-        envvar="SAGA_KAFKA_SASL_MECHANISM",
-        type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]),
-    ),
-    click.option("--kafka-sasl-username", "sasl_username", envvar="SAGA_KAFKA_SASL_USERNAME"),
-    click.option("--kafka-sasl-password", "sasl_password", envvar="SAGA_KAFKA_SASL_PASSWORD"),
-    click.option(
-        "--kafka-ssl-cafile",
-        "ssl_cafile",
-        envvar="SAGA_KAFKA_SSL_CAFILE",
-        type=click.Path(exists=True, dir_okay=False),
-    ),
-]
-
 log = logging.getLogger("saga.run")
-
-
-def _security(f: click.decorators.FC) -> click.decorators.FC:
-    for option in reversed(_SECURITY):
-        f = option(f)
-    return f
 
 
 def _fail(message: str) -> None:
@@ -78,16 +34,10 @@ def _fail(message: str) -> None:
 
 @click.command()
 @click.argument("services", nargs=-1)
-@_REGISTRY
-@_BUS
-@click.option(
-    "--db",
-    default=DEFAULT_DB,
-    envvar="SAGA_DB_URL",
-    show_default=True,
-    help="Database URL template; {service} becomes each service's name.",
-)
-@_security
+@registry_option
+@bus_option
+@db_option
+@kafka_security
 @click.option(
     "--set",
     "options",
@@ -252,9 +202,9 @@ def _kafka_options(
 
 
 @dlq.command("list")
-@_REGISTRY
-@_BUS
-@_security
+@registry_option
+@bus_option
+@kafka_security
 def dlq_list(
     registry: str,
     bus: str,
@@ -285,12 +235,12 @@ def dlq_list(
 
 
 @dlq.command("replay")
-@_REGISTRY
-@_BUS
+@registry_option
+@bus_option
 @click.option("--service", help="Only records dead-lettered by this service.")
 @click.option("--saga", "saga_id", help="Only records of this saga.")
 @click.option("--dry-run", is_flag=True, help="Show what would be replayed.")
-@_security
+@kafka_security
 def dlq_replay(
     registry: str,
     bus: str,
