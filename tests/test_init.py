@@ -30,6 +30,24 @@ TRIP_STIMULI = {
 }
 
 
+# Start a project's services as `saga run` does, then list which renderers got loaded.
+RUNTIME_ONLY = """
+import asyncio, sys
+import saga_registry.cli.main
+from saga_registry.engine.app import Application
+from saga_registry.engine.config import Settings
+
+async def go():
+    app = Application(Settings(bus="embedded:.saga/bus.db"))
+    await app.start()
+    print(",".join(s.runner.name for s in app.services))
+    await app.stop()
+
+asyncio.run(go())
+print(",".join(m for m in ("jinja2", "graphviz") if m in sys.modules) or "none")
+"""
+
+
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("SAGA_REGISTRY", "PYTEST_ADDOPTS")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -76,8 +94,21 @@ def test_init_makes_a_blank_project_that_validates_checks_and_passes(tmp_path: P
     assert saga("validate", cwd=project).returncode == 0
     check = saga("codegen", "--check", cwd=project)
     assert check.returncode == 0, check.stdout + check.stderr
+    # Modules of the project's own named like the engine's parts: nothing imports them.
+    for name in ("engine", "codegen", "registry_tools", "bench", "chaos"):
+        (project / f"{name}.py").write_text(f"raise ImportError('the project\\'s own {name}')\n")
     tests = pytest_in(project)
     assert tests.returncode == 0 and "4 passed" in tests.stdout, tests.stdout[-3000:]
+    # The runtime never loads the generator's renderers.
+    loaded = subprocess.run(
+        [sys.executable, "-c", RUNTIME_ONLY],
+        cwd=project,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["Signup,Billing,Accounts", "none"], loaded.stdout
     # The project depends on this engine, where it was installed from.
     pyproject = (project / "pyproject.toml").read_text()
     assert re.search(r'dependencies = \["saga-registry( @ \S+|>=[\d.]+)"\]', pyproject), pyproject
