@@ -13,6 +13,7 @@ from pathlib import Path
 
 from saga_registry.codegen.python_code import reaction_signature
 from saga_registry.registry.model import Registry, snake_case
+from saga_registry.stubs import is_stub
 
 
 class OwnedModuleUnreadable(Exception):
@@ -49,27 +50,8 @@ def unwritten_reactions(
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             defined[node.target.id] = node
     missing = [m for m in method_names if m not in defined]
-    stubs = [m for m in method_names if m in defined and _is_stub(defined[m])]
+    stubs = [m for m in method_names if m in defined and is_stub(defined[m])]
     return missing, stubs
-
-
-def _is_stub(node: ast.stmt) -> bool:
-    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        return False
-    body = node.body
-    if (
-        body
-        and isinstance(body[0], ast.Expr)
-        and isinstance(body[0].value, ast.Constant)
-        and isinstance(body[0].value.value, str)
-    ):
-        body = body[1:]
-    if len(body) != 1 or not isinstance(body[0], ast.Raise):
-        return False
-    exc = body[0].exc
-    if isinstance(exc, ast.Call):
-        exc = exc.func
-    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
 
 
 def notes(registry: Registry, root: Path, package: str) -> list[str]:

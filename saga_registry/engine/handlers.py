@@ -18,6 +18,7 @@ from typing import Any
 from saga_registry.engine.errors import ConfigError
 from saga_registry.engine.service import ServiceBase
 from saga_registry.registry.model import Registry, snake_case
+from saga_registry.stubs import is_stub
 
 
 def event_types(package: str) -> Mapping[str, Any]:
@@ -133,22 +134,7 @@ def _is_stub(method: Any) -> bool:
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError, ValueError):
         return False
-    if not tree.body or not isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef):
-        return False
-    body = tree.body[0].body
-    if (
-        body
-        and isinstance(body[0], ast.Expr)
-        and isinstance(body[0].value, ast.Constant)
-        and isinstance(body[0].value.value, str)
-    ):
-        body = body[1:]
-    if len(body) != 1 or not isinstance(body[0], ast.Raise):
-        return False
-    raised = body[0].exc
-    if isinstance(raised, ast.Call):
-        raised = raised.func
-    return isinstance(raised, ast.Name) and raised.id == "NotImplementedError"
+    return bool(tree.body) and is_stub(tree.body[0])
 
 
 def declared_options(
