@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -49,3 +50,15 @@ class ReactionContext(Protocol):
         if the saga is still in `state` then. A reaction that defers its answer can use
         them to bound its own wait (e.g. a provider call's timeout)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryContext:
+    """The `ReactionContext` the runner gives a reaction."""
+
+    saga_id: str
+    event_id: str
+    service: str
+    db: AsyncConnection
+    state: str
+    deadlines: tuple[Deadline, ...]

@@ -19,14 +19,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 import pydantic
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from saga_registry.engine import tables
+from saga_registry.engine import answers, tables
 from saga_registry.engine.batch import NeedsOneByOne, apply_batch, skip_row
 from saga_registry.engine.bus import Bus, Delivery, Subscription
 from saga_registry.engine.database import Database
@@ -42,28 +42,11 @@ from saga_registry.engine.errors import (
 from saga_registry.engine.machine import SagaMachine, Step
 from saga_registry.engine.metrics import Metrics
 from saga_registry.engine.parking import Parked, is_parked, park
+from saga_registry.engine.reaction import DeliveryContext
 from saga_registry.engine.service import Effects, ServiceBase
-from saga_registry.registry.model import Deadline, Registry
+from saga_registry.registry.model import Registry
 
 log = logging.getLogger("saga.runner")
-
-
-class EventLike(Protocol):
-    """What the runner needs of a generated event class instance."""
-
-    event_type: ClassVar[str]
-
-    def saga_id(self) -> str: ...
-
-    def to_json(self) -> bytes: ...
-
-
-class EventClass(Protocol):
-    """What the runner needs of a generated event class."""
-
-    def from_json(self, data: bytes | str) -> Any: ...
-
-    def from_dict(self, data: Mapping[str, Any]) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,18 +65,6 @@ class RunnerSettings:
     a dead-letter copy's own headers."""
     batch_transactions: bool = True
     """Handle a poll batch in one database transaction (see `saga_registry.engine.batch`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Context:
-    """A `ReactionContext`."""
-
-    saga_id: str
-    event_id: str
-    service: str
-    db: AsyncConnection
-    state: str
-    deadlines: tuple[Deadline, ...]
 
 
 class ServiceRunner:
@@ -131,9 +102,9 @@ class ServiceRunner:
         self.deadlines = DeadlineArming(registry, self.name, self.machine)
         spec = registry.service(self.name)
         self._deferring = {r.event for r in spec.reactions if r.defer}
-        self._answers = {e for r in self._deferring for e in self._reactions[r]}
+        self.answers = {e for r in self._deferring for e in self._reactions[r]}
         """The event types this service may give as a deferred reaction's late answer."""
-        self._initiates = spec.initiates
+        self.initiates = spec.initiates
         self._on_committed = on_committed or (lambda: None)
         self._subscription: Subscription | None = None
         # Generated bases subclass ServiceBase; a class written by hand may not, and
@@ -356,7 +327,7 @@ class ServiceRunner:
             return None
         state = step.target or step.source
         deadlines = tuple(d for _, d in self.machine.deadlines_in(state))
-        context = _Context(env.saga_id, env.id, self.name, conn, state, deadlines)
+        context = DeliveryContext(env.saga_id, env.id, self.name, conn, state, deadlines)
         return self.emitted_envelope(env, await handler(event, context))
 
     def emitted_envelope(self, cause: Envelope, emitted: Any) -> Envelope | None:
@@ -390,86 +361,16 @@ class ServiceRunner:
         )
 
     async def initiate(self, event: Any, effects: Effects | None = None) -> Envelope:
-        """Emit `event` outside any reaction: a saga's first event (`initiates` in the
-        registry), which starts a correlation chain of its own. `effects` runs in the
-        same transaction as the outbox row. Returns the envelope queued for the relay.
-
-        The late answer of a deferred reaction is taken here too, and goes to `answer`."""
-        kind = getattr(event, "event_type", type(event).__name__)
-        if kind not in self._initiates:
-            if kind in self._answers:
-                return await self.answer(event, effects)
-            raise ForbiddenEmit(
-                f"{self.name} may not initiate {kind}: the registry lets it "
-                f"initiate {', '.join(sorted(self._initiates)) or 'nothing'}"
-            )
-        env = Envelope.new(
-            type=kind, source=self.source, saga_id=event.saga_id(), data=event.to_json()
-        )
-        async with self.db.transaction() as conn:
-            if effects is not None:
-                await effects(conn)
-            await self.write_outbox(conn, env, time.time())
-        self._on_committed()
-        return env
+        """Emit `event` outside any reaction: see `engine.answers.initiate`."""
+        return await answers.initiate(self, event, effects)
 
     async def answer(self, event: Any, effects: Effects | None = None) -> Envelope:
-        """Emit `event`, the late answer of a deferred reaction (`ServiceBase.answer`).
-        `effects` runs in the same transaction as the outbox row.
+        """Emit the late answer of a deferred reaction: see `engine.answers.answer`."""
+        return await answers.answer(self, event, effects)
 
-        The answer counts only while the saga still waits for it: the saga must be in a
-        state the answer leaves, and the answer takes the saga's pending deadline in the
-        same transaction; otherwise it is refused (ForbiddenEmit, nothing written). It
-        carries the saga's correlation id, and as its cause the event that moved the
-        saga into the state it waits in."""
-        kind = getattr(event, "event_type", type(event).__name__)
-        if kind not in self._answers:
-            raise ForbiddenEmit(
-                f"{self.name} may not answer with {kind}: the registry lets it answer "
-                f"deferred reactions with {', '.join(sorted(self._answers)) or 'nothing'}"
-            )
-        saga_id = event.saga_id()
-        data = event.to_json()
-        saga = tables.saga_state.c
-        async with self.db.transaction() as conn:
-            row = (
-                await conn.execute(
-                    select(saga.state, saga.correlation_id, saga.entered_by).where(
-                        saga.saga_id == saga_id
-                    )
-                )
-            ).first()
-            if row is None:
-                raise ForbiddenEmit(f"{kind} for saga {saga_id}: {self.name} never saw that saga")
-            if not self.machine.step(row.state, kind).allowed:
-                raise ForbiddenEmit(
-                    f"{kind} for saga {saga_id} is too late: the saga is in state "
-                    f"{row.state}, where {kind} does not apply"
-                )
-            if any(i in self.deadlines.own for i, _ in self.machine.deadlines_in(row.state)):
-                # Whoever deletes the timer row owns the saga's answer: this answer or the
-                # deadline, never both (PostgreSQL's row lock orders concurrent deletes).
-                taken = await conn.execute(
-                    delete(tables.timers).where(tables.timers.c.saga_id == saga_id)
-                )
-                if not taken.rowcount:
-                    raise ForbiddenEmit(
-                        f"{kind} for saga {saga_id} is too late: the saga no longer waits "
-                        "for it (its deadline fired, or it was answered already)"
-                    )
-            env = Envelope.new(
-                type=kind,
-                source=self.source,
-                saga_id=saga_id,
-                data=data,
-                correlation_id=row.correlation_id,
-                causation_id=row.entered_by,
-            )
-            if effects is not None:
-                await effects(conn)
-            await self.write_outbox(conn, env, time.time())
+    def committed(self) -> None:
+        """Tell the relay that a transaction of this service queued events."""
         self._on_committed()
-        return env
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction on the service's database (`ServiceBase.transaction`)."""

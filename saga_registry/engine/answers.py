@@ -1,0 +1,103 @@
+"""Events a service emits outside any reaction: a saga's first event (`initiates` in
+the registry) and the late answer of a deferred reaction (`ServiceBase.answer`). Each is
+written to the outbox in one transaction with the caller's effects, so once the call
+returns the event survives a crash."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from saga_registry.engine import tables
+from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.errors import ForbiddenEmit
+from saga_registry.engine.service import Effects
+
+if TYPE_CHECKING:
+    from saga_registry.engine.runner import ServiceRunner
+
+
+async def initiate(runner: ServiceRunner, event: Any, effects: Effects | None = None) -> Envelope:
+    """Emit `event` outside any reaction: a saga's first event (`initiates` in the
+    registry), which starts a correlation chain of its own. `effects` runs in the
+    same transaction as the outbox row. Returns the envelope queued for the relay.
+
+    The late answer of a deferred reaction is taken here too, and goes to `answer`."""
+    kind = getattr(event, "event_type", type(event).__name__)
+    if kind not in runner.initiates:
+        if kind in runner.answers:
+            return await answer(runner, event, effects)
+        raise ForbiddenEmit(
+            f"{runner.name} may not initiate {kind}: the registry lets it "
+            f"initiate {', '.join(sorted(runner.initiates)) or 'nothing'}"
+        )
+    env = Envelope.new(
+        type=kind, source=runner.source, saga_id=event.saga_id(), data=event.to_json()
+    )
+    async with runner.db.transaction() as conn:
+        if effects is not None:
+            await effects(conn)
+        await runner.write_outbox(conn, env, time.time())
+    runner.committed()
+    return env
+
+
+async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = None) -> Envelope:
+    """Emit `event`, the late answer of a deferred reaction (`ServiceBase.answer`).
+    `effects` runs in the same transaction as the outbox row.
+
+    The answer counts only while the saga still waits for it: the saga must be in a
+    state the answer leaves, and the answer takes the saga's pending deadline in the
+    same transaction; otherwise it is refused (ForbiddenEmit, nothing written). It
+    carries the saga's correlation id, and as its cause the event that moved the
+    saga into the state it waits in."""
+    kind = getattr(event, "event_type", type(event).__name__)
+    if kind not in runner.answers:
+        raise ForbiddenEmit(
+            f"{runner.name} may not answer with {kind}: the registry lets it answer "
+            f"deferred reactions with {', '.join(sorted(runner.answers)) or 'nothing'}"
+        )
+    saga_id = event.saga_id()
+    data = event.to_json()
+    saga = tables.saga_state.c
+    async with runner.db.transaction() as conn:
+        row = (
+            await conn.execute(
+                select(saga.state, saga.correlation_id, saga.entered_by).where(
+                    saga.saga_id == saga_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise ForbiddenEmit(f"{kind} for saga {saga_id}: {runner.name} never saw that saga")
+        if not runner.machine.step(row.state, kind).allowed:
+            raise ForbiddenEmit(
+                f"{kind} for saga {saga_id} is too late: the saga is in state "
+                f"{row.state}, where {kind} does not apply"
+            )
+        if any(i in runner.deadlines.own for i, _ in runner.machine.deadlines_in(row.state)):
+            # Whoever deletes the timer row owns the saga's answer: this answer or the
+            # deadline, never both (PostgreSQL's row lock orders concurrent deletes).
+            taken = await conn.execute(
+                delete(tables.timers).where(tables.timers.c.saga_id == saga_id)
+            )
+            if not taken.rowcount:
+                raise ForbiddenEmit(
+                    f"{kind} for saga {saga_id} is too late: the saga no longer waits "
+                    "for it (its deadline fired, or it was answered already)"
+                )
+        env = Envelope.new(
+            type=kind,
+            source=runner.source,
+            saga_id=saga_id,
+            data=data,
+            correlation_id=row.correlation_id,
+            causation_id=row.entered_by,
+        )
+        if effects is not None:
+            await effects(conn)
+        await runner.write_outbox(conn, env, time.time())
+    runner.committed()
+    return env
