@@ -25,11 +25,15 @@ def engine_requirement(extra: str = "") -> str:
     """How the new project depends on this engine: where it was installed from (a local
     folder or a VCS checkout, as pip recorded it), else its release on the index."""
     name = f"{_DIST}[{extra}]" if extra else _DIST
-    try:
-        dist = metadata.distribution(_DIST)
-    except metadata.PackageNotFoundError:
+    # Several records of one distribution can be on sys.path (a source checkout's
+    # *.egg-info beside the installed one, when run from that checkout): the one pip
+    # installed is the one that says where it came from.
+    found = list(metadata.distributions(name=_DIST))
+    if not found:
         return name
-    origin = dist.read_text("direct_url.json")
+    origins = [d.read_text("direct_url.json") for d in found]
+    dist = found[0]
+    origin = next((o for o in origins if o), None)
     if origin:
         info = json.loads(origin)
         url = info.get("url", "")

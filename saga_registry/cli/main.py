@@ -14,8 +14,10 @@ from pathlib import Path
 import click
 
 from saga_registry.cli.init import init
-from saga_registry.cli.ops import sagas, start, trace
+from saga_registry.cli.ops import sagas, trace
+from saga_registry.cli.options import package_option
 from saga_registry.cli.runtime import dlq, run
+from saga_registry.cli.start import start
 from saga_registry.registry import CodegenError, RegistryInvalid, load_registry
 from saga_registry.registry.model import Registry
 
@@ -90,12 +92,7 @@ def validate(path: str) -> None:
     "(SVGs are skipped under --no-render or without dot).",
 )
 @click.option("--no-render", is_flag=True, help="Write the .dot sources but do not run dot.")
-@click.option(
-    "--package",
-    default="handlers",
-    show_default=True,
-    help="The Python package to generate into (OUT/PACKAGE) and to import from.",
-)
+@package_option
 @click.option(
     "--no-tests",
     is_flag=True,

@@ -1,6 +1,4 @@
-"""`saga start`, `saga sagas` and `saga trace`: operating any registry's sagas.
-
-`start` begins a saga through its initiating service; `sagas` and `trace` only read the
+"""`saga sagas` and `saga trace`: watching any registry's sagas. Both only read the
 services' databases (and, for `trace`, the dead-letter topic), never creating or changing
 anything (`saga_registry.engine.inspect`)."""
 
@@ -9,146 +7,34 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import shutil
 import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-import pydantic
 
-from saga_registry.cli.options import bus_option, db_option, kafka_security, registry_option
+from saga_registry.cli.options import (
+    bus_option,
+    db_option,
+    fail,
+    kafka_security,
+    registry_option,
+    registry_or_fail,
+)
 from saga_registry.cli.runtime import _kafka_options
 from saga_registry.engine import inspect
-from saga_registry.engine.app import Application
 from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
-from saga_registry.engine.config import KafkaSecurity, Settings
-from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import EngineError
-from saga_registry.engine.handlers import event_types
 from saga_registry.engine.trace import Letter, Trace, build_trace, letters_of, path_dot
-from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.model import Registry
-
-_PACKAGE = "handlers"
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
-def _registry(path: str) -> Registry:
-    try:
-        return load_registry(path)
-    except CodegenError as exc:
-        _fail(f"registry {path}: {str(exc).splitlines()[0]}")
 
 
 def _notes(notes: list[str]) -> None:
     for line in notes:
         click.echo(f"note: {line}", err=True)
-
-
-# ---------------------------------------------------------------------------- start
-
-
-@click.command()
-@click.argument("event_type", metavar="EVENT")
-@click.option("--data", "data_text", required=True, metavar="JSON", help="The event's payload.")
-@click.option("--saga-id", help="The saga key (default: the payload's, else a new one).")
-@registry_option
-@bus_option
-@db_option
-@kafka_security
-def start(
-    event_type: str,
-    data_text: str,
-    saga_id: str | None,
-    registry: str,
-    bus: str,
-    db: str,
-    protocol: str,
-    sasl_mechanism: str | None,
-    sasl_username: str | None,
-    sasl_password: str | None,
-    ssl_cafile: str | None,
-) -> None:
-    """Begin a saga with EVENT, through the service that initiates it, and print its id.
-
-    The payload's saga key may be left out: it is then --saga-id, or a new random id. The
-    event is validated with the project's generated class (handlers.events) and published
-    before the command exits (a running copy of the service would publish it too)."""
-    reg = _registry(registry)
-    initiators = {e: s.name for s in reg.services for e in s.initiates}
-    if event_type not in initiators:
-        _fail(
-            f"{event_type} does not start a saga in {registry}: "
-            f"the events that can are {', '.join(sorted(initiators)) or 'none'}"
-        )
-    try:
-        data = json.loads(data_text)
-    except json.JSONDecodeError as exc:
-        _fail(f"--data is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
-    if not isinstance(data, dict):
-        _fail(f"--data must be a JSON object, the payload of {event_type}")
-    key_field = next(f for f in reg.event(event_type).fields if f.name == reg.key)
-    if saga_id is not None:
-        if reg.key in data and str(data[reg.key]) != saga_id:
-            _fail(f"--saga-id {saga_id!r} differs from the payload's {reg.key} {data[reg.key]!r}")
-        data[reg.key] = _key_value(saga_id, key_field.type, reg.key)
-    elif reg.key not in data:
-        fresh = uuid.uuid4()
-        data[reg.key] = fresh.int >> 65 if key_field.type == "integer" else fresh.hex
-    sys.path.insert(0, os.getcwd())  # the project's generated code, as `saga run` finds it
-    try:
-        cls = event_types(_PACKAGE)[event_type]
-        event = cls.from_dict(data)
-    except EngineError as exc:
-        _fail(str(exc))
-    except KeyError:
-        _fail(f"{_PACKAGE}.events has no {event_type}: run `saga codegen`")
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
-        _fail(f"invalid {event_type} payload: {where}: {first['msg']}")
-    kafka = KafkaSecurity(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
-    settings = Settings(
-        registry=registry, bus=bus, db=db, services=(initiators[event_type],), kafka=kafka
-    )
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
-        asyncio.run(_initiate(settings, reg, event))
-    except EngineError as exc:
-        _fail(str(exc))
-    click.echo(event.saga_id())
-
-
-def _key_value(text: str, kind: str, key: str) -> str | int:
-    if kind != "integer":
-        return text
-    if not text.lstrip("-").isdigit():
-        _fail(f"--saga-id {text!r}: the saga key {key} is an integer")
-    return int(text)
-
-
-async def _initiate(settings: Settings, reg: Registry, event: Any) -> Envelope:
-    app = Application(settings, registry=reg)
-    try:
-        await app.start()
-        part = app.services[0]
-        env = await part.runner.initiate(event)
-        # Publish now: the initiating service may not be running.
-        while await part.relay.relay_once():
-            pass
-        return env
-    finally:
-        await app.stop()
 
 
 # ---------------------------------------------------------------------------- sagas
@@ -188,11 +74,11 @@ def sagas(
     Every service keeps its own copy of each saga's state and applies the log at its own
     pace, so copies may briefly disagree: a saga is shown as its most advanced copy (a
     terminal state wins, then the latest update)."""
-    reg = _registry(registry)
+    reg = registry_or_fail(registry)
     sm = reg.state_machine
     names = {s.name for s in sm.states}
     if state_filter is not None and state_filter not in names | set(inspect.STATUSES):
-        _fail(
+        fail(
             f"--state {state_filter!r}: not a state of {registry} "
             f"({', '.join(s.name for s in sm.states)}) nor a status "
             f"({', '.join(inspect.STATUSES)})"
@@ -200,10 +86,10 @@ def sagas(
     try:
         views, notes = asyncio.run(inspect.saga_views(reg, db))
     except EngineError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _notes(notes)
     if len(notes) == len(reg.services):
-        _fail(f"no service database could be read under --db {db}")
+        fail(f"no service database could be read under --db {db}")
     terminal = frozenset(sm.terminal_states)
     outcomes = {s.name: s.outcome for s in sm.states}
     now = time.time()
@@ -321,18 +207,18 @@ def trace(
 
     Read from the services' databases, and from the dead-letter topic when --bus answers.
     --dot/--svg draw the path taken on the registry's state machine."""
-    reg = _registry(registry)
+    reg = registry_or_fail(registry)
     if svg_path and shutil.which("dot") is None:
-        _fail(f"--svg {svg_path}: Graphviz 'dot' is not installed")
+        fail(f"--svg {svg_path}: Graphviz 'dot' is not installed")
     kafka = _kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     try:
         records, notes = asyncio.run(inspect.saga_records(reg, db, saga_id))
         letters, note = asyncio.run(_letters(reg, bus, kafka, saga_id))
     except EngineError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _notes([*notes, *([note] if note else [])])
     if all(r.empty() for r in records.values()) and not letters:
-        _fail(f"no service has seen saga {saga_id!r}")
+        fail(f"no service has seen saga {saga_id!r}")
     t = build_trace(reg, saga_id, records, letters)
     services = [s.name for s in reg.services]
     if as_json:
@@ -434,7 +320,7 @@ def _write(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        _fail(f"cannot write {path}: {exc.strerror or exc}")
+        fail(f"cannot write {path}: {exc.strerror or exc}")
     click.echo(f"wrote {path}", err=True)
 
 
@@ -448,11 +334,11 @@ def _render_svg(source: str, path: Path) -> None:
             timeout=120,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        _fail(f"--svg {path}: dot failed: {exc}")
+        fail(f"--svg {path}: dot failed: {exc}")
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or ["no message"])[0]
-        _fail(f"--svg {path}: dot failed: {why}")
+        fail(f"--svg {path}: dot failed: {why}")
     click.echo(f"wrote {path}", err=True)
 
 
-__all__ = ["sagas", "start", "trace"]
+__all__ = ["sagas", "trace"]

@@ -1,12 +1,18 @@
-"""The options the `saga` commands share, defined once: the registry, the bus, the
-services' databases and Kafka's security settings, each with its environment variable.
-A project's own commands (`handlers/commands.py`) use them too."""
+"""What the `saga` commands share, defined once: the options (the registry, the bus, the
+services' databases, the project's package, Kafka's security settings, each with its
+environment variable) and the way a command fails (one `error:` line per problem, exit
+status 1). A project's own commands (`handlers/commands.py`) use them too."""
 
 from __future__ import annotations
+
+import sys
+from typing import NoReturn
 
 import click
 
 from saga_registry.engine.config import DEFAULT_BUS, DEFAULT_DB
+from saga_registry.registry import CodegenError, load_registry
+from saga_registry.registry.model import Registry
 
 registry_option = click.option(
     "--registry",
@@ -26,7 +32,7 @@ _KAFKA_SECURITY = [
     click.option(
         "--kafka-security-protocol",
         "protocol",
-        envvar="SAGA_KAFKA_KAFKA_SECURITY_PROTOCOL",
+        envvar="SAGA_KAFKA_SECURITY_PROTOCOL",
         default="PLAINTEXT",
         show_default=True,
         type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]),
@@ -47,6 +53,13 @@ _KAFKA_SECURITY = [
     ),
 ]
 
+package_option = click.option(
+    "--package",
+    default="handlers",
+    envvar="SAGA_PACKAGE",
+    show_default=True,
+    help="The package of the project's generated and own code (imported from the current folder).",
+)
 db_option = click.option(
     "--db",
     default=DEFAULT_DB,
@@ -60,3 +73,18 @@ def kafka_security(f: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(_KAFKA_SECURITY):
         f = option(f)
     return f
+
+
+def fail(message: str) -> NoReturn:
+    """End the command: one `error:` line on stderr per line of `message`, exit status 1."""
+    for line in message.splitlines() or [""]:
+        click.echo(f"error: {line}", err=True)
+    sys.exit(1)
+
+
+def registry_or_fail(path: str) -> Registry:
+    """The registry at `path`, or the command ends naming its first problem."""
+    try:
+        return load_registry(path)
+    except CodegenError as exc:
+        fail(f"registry {path}: {str(exc).splitlines()[0]}")

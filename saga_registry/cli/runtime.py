@@ -12,7 +12,14 @@ import sys
 
 import click
 
-from saga_registry.cli.options import bus_option, db_option, kafka_security, registry_option
+from saga_registry.cli.options import (
+    bus_option,
+    db_option,
+    fail,
+    kafka_security,
+    package_option,
+    registry_option,
+)
 from saga_registry.engine.app import Application
 from saga_registry.engine.bus import Bus
 from saga_registry.engine.buses import KafkaOptions, bus_from_url
@@ -24,19 +31,12 @@ from saga_registry.registry import CodegenError, load_registry
 log = logging.getLogger("saga.run")
 
 
-def _fail(message: str) -> None:
-    # One line per problem: a message may list several (every service's missing
-    # reactions at once).
-    for line in message.splitlines() or [""]:
-        click.echo(f"error: {line}", err=True)
-    sys.exit(1)
-
-
 @click.command()
 @click.argument("services", nargs=-1)
 @registry_option
 @bus_option
 @db_option
+@package_option
 @kafka_security
 @click.option(
     "--set",
@@ -67,6 +67,7 @@ def run(
     registry: str,
     bus: str,
     db: str,
+    package: str,
     protocol: str,
     sasl_mechanism: str | None,
     sasl_username: str | None,
@@ -82,20 +83,21 @@ def run(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if len(services) != 1 and "{service}" not in db and not db.startswith("sqlite:///:memory"):
-        _fail(f"--db {db!r} has no {{service}}: each service owns its own database")
+        fail(f"--db {db!r} has no {{service}}: each service owns its own database")
     # The services' code lives in the project the command runs in.
     sys.path.insert(0, os.getcwd())
     pairs = []
     for option in options:
         key, sep, value = option.partition("=")
         if not sep or not key.strip():
-            _fail(f"--set {option!r}: expected KEY=VALUE")
+            fail(f"--set {option!r}: expected KEY=VALUE")
         pairs.append((key.strip(), value.strip()))
     settings = Settings(
         registry=registry,
         bus=bus,
         db=db,
         services=services,
+        package=package,
         kafka=KafkaSecurity(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile),
         options=tuple(pairs),
         allow_stubs=allow_stubs,
@@ -103,7 +105,7 @@ def run(
     try:
         asyncio.run(_run(settings, wait_s))
     except EngineError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except asyncio.CancelledError:
         click.echo("saga run: stopped at once; in-flight work left uncommitted", err=True)
         sys.exit(130)
@@ -174,7 +176,7 @@ def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[Bus, 
     try:
         reg = load_registry(registry)
     except CodegenError as exc:
-        _fail(f"registry {registry}: {str(exc).splitlines()[0]}")
+        fail(f"registry {registry}: {str(exc).splitlines()[0]}")
         raise
     try:
         return (
@@ -183,7 +185,7 @@ def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[Bus, 
             reg.dead_letter_topic.name,
         )
     except EngineError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise
 
 
@@ -197,7 +199,7 @@ def _kafka_options(
     try:
         return KafkaOptions(protocol, mechanism, username, password, cafile)
     except EngineError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         raise
 
 
@@ -225,7 +227,7 @@ def dlq_list(
     try:
         letters = asyncio.run(go())
     except EngineError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for d in letters:
         click.echo(
             f"{d.partition}/{d.offset}\t{d.service}\t{d.saga_id}\t{d.event_type or '?'}"
@@ -280,7 +282,7 @@ def dlq_replay(
     try:
         n = asyncio.run(go())
     except EngineError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     verb = "would replay" if dry_run else "replayed"
     click.echo(f"{verb} {n} record(s) from {dead_topic} onto {topic}")
 
