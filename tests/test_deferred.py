@@ -33,6 +33,7 @@ from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import ForbiddenEmit
 from saga_registry.engine.runner import RunnerSettings, ServiceRunner
+from saga_registry.engine.timers import DeadlineTimers
 from saga_registry.registry import Registry, load_registry
 
 REGISTRY = """\
@@ -207,14 +208,21 @@ class Project:
         return self.module("events").EVENT_TYPES[kind].from_dict(fields)
 
 
-def make_project(tmp_path: Path, within_s: float = 1.0) -> Project:
-    """The jobs project, generated into a package named uniquely, on fresh topics."""
+def make_project(tmp_path: Path, within_s: float = 1.0, second_deadline_s: float = 0) -> Project:
+    """The jobs project, generated into a package named uniquely, on fresh topics; with a
+    second, later deadline on the same wait if `second_deadline_s`."""
     tag = uuid.uuid4().hex[:8]
     package = f"jobs_{tag}"
     root = tmp_path / "project"
     (root / "registry").mkdir(parents=True)
     path = root / "registry" / "saga.yaml"
-    path.write_text(REGISTRY.replace("TAG", f"t{tag}").replace("WITHIN", str(within_s)))
+    text = REGISTRY.replace("TAG", f"t{tag}").replace("WITHIN", str(within_s))
+    if second_deadline_s:
+        text += (
+            f"    - state: waiting\n      within_s: {second_deadline_s}\n"
+            "      emit: JobFailed\n      payload: {reason: much too late}\n"
+        )
+    path.write_text(text)
     registry = load_registry(path)
     write(registry, path, root, render=False)
     (root / "handlers").rename(root / package)
@@ -402,3 +410,25 @@ async def test_a_reaction_sees_the_state_it_entered_and_its_deadlines(
         ("waiting", project.within_s, "JobFailed")
     ]
     assert deadlines == project.registry.state_machine.deadlines
+
+
+async def test_once_one_deadline_fired_a_late_answer_is_refused(tmp_path: Path) -> None:
+    """Two deadlines on one wait: the first to fire owns the way out, so neither the
+    second deadline nor a late answer can count any more."""
+    made = make_project(tmp_path, within_s=0.2, second_deadline_s=100)
+    sys.path.insert(0, str(made.root))
+    try:
+        worker = made.module("worker").Worker()
+        runner, db, bus = await bare_runner(made, tmp_path, worker)
+        try:
+            await deliver(runner, bus, made.event("JobRequested", job_id="j1"))
+            timers = DeadlineTimers(runner)
+            assert await timers.fire_due(now=time.time() + 1) == 1
+            with pytest.raises(ForbiddenEmit, match="too late"):
+                await worker.answer(made.event("JobDone", job_id="j1"))
+            assert await timers.fire_due(now=time.time() + 1000) == 0
+        finally:
+            await db.stop()
+            await bus.stop()
+    finally:
+        sys.path.remove(str(made.root))

@@ -291,3 +291,48 @@ def test_deadline_payload_giving_the_saga_key_is_refused(tmp_path: Path) -> None
     (problem,) = problems_of(path)
     assert problem.startswith(f"{path}:{line_of(path, 'order_id: o-1')}:")
     assert "gives the saga key 'order_id': leave it out, the engine fills it in" in problem
+
+
+# -- deferred answers and their deadlines -----------------------------------------------------
+
+
+def test_a_deferred_answer_and_its_deadline_must_come_from_one_service(tmp_path: Path) -> None:
+    """The late answer and the deadline exclude each other by taking one timer row in the
+    deferring service's database; a deadline fired by another service would let both
+    count."""
+    blank = Path(__file__).parents[1] / "saga_registry/scaffold/blank/registry/saga.yaml"
+    text = blank.read_text(encoding="utf-8")
+    for old, new in (
+        (
+            "      AccountFailed: {emits: [ChargeRefunded]}\n",
+            "      AccountFailed: {emits: [ChargeRefunded]}\n"
+            "      ChargeExpired: {emits: [ChargeRefunded]}\n",
+        ),
+        (
+            "  ChargeRefunded:\n    kind: compensation\n",
+            "  ChargeExpired:\n    kind: failure\n    producer: Billing\n"
+            "    stage: {en: The charge expired}\n    payload:\n      required: [signup_id]\n"
+            "      properties:\n        signup_id: {$ref: Id}\n"
+            "  ChargeRefunded:\n    kind: compensation\n",
+        ),
+        (
+            '    - {"on": AccountFailed, from: charged, to: account_failed}\n',
+            '    - {"on": AccountFailed, from: charged, to: account_failed}\n'
+            '    - {"on": ChargeExpired, from: charged, to: account_failed}\n',
+        ),
+        (
+            "      emit: AccountFailed\n      payload: {reason: timeout}\n",
+            "      emit: ChargeExpired\n",
+        ),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "saga.yaml"
+    path.write_text(text, encoding="utf-8")
+    line = line_of(path, "defer: true")
+    assert problems_of(path) == [
+        f"{path}:{line}:9: 'Accounts' may defer "
+        "its reaction to 'CardCharged', but the deadline on 'charged' emits 'ChargeExpired', "
+        "which 'Billing' produces: a deferred answer and its deadline must be given by the "
+        "same service, so that only one of them counts"
+    ]

@@ -55,15 +55,19 @@ class DeadlineTimers:
             ).all()
             deadlines = r.registry.state_machine.deadlines
             for timer in due:
-                taken = await conn.execute(
-                    delete(t).where(t.c.saga_id == timer.saga_id, t.c.deadline == timer.deadline)
-                )
-                if not taken.rowcount:
-                    continue  # answered meanwhile, or fired by another replica
-                if (
+                stale = (
                     timer.deadline >= len(deadlines)
                     or deadlines[timer.deadline].state != timer.state
-                ):
+                )
+                # A live deadline takes every timer of the saga: whichever fires first owns
+                # the way out of the state, and a deferred answer then finds none to take.
+                mine = t.c.saga_id == timer.saga_id
+                if stale:
+                    mine = mine & (t.c.deadline == timer.deadline)
+                taken = await conn.execute(delete(t).where(mine))
+                if not taken.rowcount:
+                    continue  # answered meanwhile, or fired by another replica
+                if stale:
                     # The registry changed since the timer was armed: that deadline is gone.
                     log.warning(
                         "%s: dropped a timer of saga %s: deadline %d in %s is no "

@@ -115,7 +115,9 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "Its payload leaves out the saga key, and fits the event's payload schema once "
             "the engine adds it.",
             "A reaction with `defer: true` is guarded: every state its event leads to has a "
-            "deadline.",
+            "deadline, and every deadline there emits an event of the deferring service (the "
+            "late answer and the deadline take one timer in that service's database, so only "
+            "one of them counts).",
         ),
     ),
 )

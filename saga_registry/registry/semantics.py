@@ -394,12 +394,26 @@ class _Checker:
                 if not r.defer:
                     continue
                 for t in sm.transitions:
-                    if t.event == r.event and t.target not in guarded:
+                    if t.event != r.event:
+                        continue
+                    if t.target not in guarded:
                         self.add(
                             ("services", s.name, "reacts", r.event, "defer"),
                             f"'{s.name}' may defer its reaction to '{r.event}', but state "
                             f"'{t.target}' has no deadline: the saga could wait forever",
                         )
+                    # The late answer and the deadline exclude each other by taking one
+                    # timer row in one database: the deferring service's.
+                    for d in sm.deadlines:
+                        if d.state == t.target and self.reg.event(d.emit).producer != s.name:
+                            self.add(
+                                ("services", s.name, "reacts", r.event, "defer"),
+                                f"'{s.name}' may defer its reaction to '{r.event}', but the "
+                                f"deadline on '{t.target}' emits '{d.emit}', which "
+                                f"'{self.reg.event(d.emit).producer}' produces: a deferred "
+                                f"answer and its deadline must be given by the same service, "
+                                f"so that only one of them counts",
+                            )
 
 
 def _case_clashes(names: Iterable[str], report: Callable[[str, str], None]) -> None:
