@@ -432,3 +432,29 @@ async def test_once_one_deadline_fired_a_late_answer_is_refused(tmp_path: Path) 
             await bus.stop()
     finally:
         sys.path.remove(str(made.root))
+
+
+async def test_answering_from_inside_a_reaction_is_refused_at_once(
+    project: Project, tmp_path: Path
+) -> None:
+    """A reaction holds its service's only SQLite connection: `answer()` from inside it
+    would wait for itself. It is refused, naming the reaction, instead."""
+    worker = project.module("worker").Worker()
+
+    async def answers_at_once(event: Any, ctx: Any) -> None:
+        await worker.answer(project.event("JobDone", job_id=event.job_id))
+
+    worker.on_job_requested = answers_at_once
+    runner, db, bus = await bare_runner(project, tmp_path, worker)
+    try:
+        request = project.event("JobRequested", job_id="j1")
+        env = Envelope.new(
+            type="JobRequested", source="tests", saga_id="j1", data=request.to_json()
+        )
+        step = runner.machine.step(runner.machine.initial, "JobRequested")
+        async with db.transaction() as conn:
+            with pytest.raises(RuntimeError, match="inside Worker's reaction to JobRequested"):
+                await asyncio.wait_for(runner.react(conn, env, request, step), 5)
+    finally:
+        await db.stop()
+        await bus.stop()

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,7 +329,12 @@ class ServiceRunner:
         state = step.target or step.source
         deadlines = tuple(d for _, d in self.machine.deadlines_in(state))
         context = DeliveryContext(env.saga_id, env.id, self.name, conn, state, deadlines)
-        return self.emitted_envelope(env, await handler(event, context))
+        token = _IN_REACTION.set(f"{self.name}'s reaction to {env.type}")
+        try:
+            emitted = await handler(event, context)
+        finally:
+            _IN_REACTION.reset(token)
+        return self.emitted_envelope(env, emitted)
 
     def emitted_envelope(self, cause: Envelope, emitted: Any) -> Envelope | None:
         """The envelope of what a reaction to `cause` returned (None for nothing);
@@ -362,10 +368,12 @@ class ServiceRunner:
 
     async def initiate(self, event: Any, effects: Effects | None = None) -> Envelope:
         """Emit `event` outside any reaction: see `engine.answers.initiate`."""
+        _outside_reactions("initiate()")
         return await answers.initiate(self, event, effects)
 
     async def answer(self, event: Any, effects: Effects | None = None) -> Envelope:
         """Emit the late answer of a deferred reaction: see `engine.answers.answer`."""
+        _outside_reactions("answer()")
         return await answers.answer(self, event, effects)
 
     def committed(self) -> None:
@@ -374,6 +382,7 @@ class ServiceRunner:
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction on the service's database (`ServiceBase.transaction`)."""
+        _outside_reactions("transaction()")
         return self.db.transaction()
 
     async def write_outbox(self, conn: AsyncConnection, env: Envelope, now: float) -> None:
@@ -432,6 +441,21 @@ _KEEP_BYTES = 64 << 10
 _QUEUE = insert(tables.outbox)
 
 _INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)
+
+
+_IN_REACTION: ContextVar[str | None] = ContextVar("saga_in_reaction", default=None)
+"""Which reaction the current task is running, if any."""
+
+
+def _outside_reactions(call: str) -> None:
+    # A reaction holds its service's connection (SQLite has one): a second transaction
+    # from inside it would wait for itself, or read the state from before the reaction.
+    reaction = _IN_REACTION.get()
+    if reaction is not None:
+        raise RuntimeError(
+            f"{call} was called inside {reaction}: a reaction returns the event it emits "
+            "and writes through ctx.db; answer() is for later, outside any reaction"
+        )
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
