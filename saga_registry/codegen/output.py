@@ -63,11 +63,12 @@ class Report:
 def source_name(registry_path: Path, root: Path) -> str:
     """How generated headers name the registry: its path from the project root (`root`)
     when it lies inside it, else its file name; both with symlinks resolved, so the output
-    does not depend on how either path was spelled or on where the project sits."""
+    does not depend on how either path was spelled or on where the project sits. A name
+    with line breaks or other control characters is escaped, so that it cannot end the
+    comment it is written into."""
     registry, top = registry_path.resolve(), root.resolve()
-    if registry.is_relative_to(top):
-        return registry.relative_to(top).as_posix()
-    return registry.name
+    name = registry.relative_to(top).as_posix() if registry.is_relative_to(top) else registry.name
+    return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
 
 
 def plan(

@@ -178,7 +178,7 @@ def _import(module: str, hint: str) -> Any:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
+        if exc.name and (module == exc.name or module.startswith(f"{exc.name}.")):
             raise ConfigError(f"missing handler module {module}: {hint}") from None
         raise ConfigError(f"cannot import {module}: {exc}") from None
     except Exception as exc:  # user code: report it on one line

@@ -60,7 +60,11 @@ async def reader(url: URL) -> AsyncIterator[AsyncConnection]:
             if _no_such_database(exc):
                 raise Absent(f"no database {url.database}") from None
             raise DatabaseUnavailable(f"cannot read database {where}: {_reason(exc)}") from None
-        transaction = await conn.begin()
+        try:
+            transaction = await conn.begin()
+        except BaseException:
+            await conn.close()
+            raise
         try:
             yield conn
         except (DBAPIError, OperationalError) as exc:

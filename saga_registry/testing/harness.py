@@ -8,7 +8,6 @@ states and events so far), not a traceback into the engine."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -103,12 +102,19 @@ class SagaHarness:
     async def close(self) -> None:
         """Stop every part, drain the outboxes and close the bus and databases."""
         self._stop.set()
+        crashed: BaseException | None = None
         try:
             if self._task is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await self._task
+                except Exception as exc:  # reported below, once everything is closed
+                    crashed = exc
         finally:
             await self.app.stop()
+        if crashed is not None:
+            # A service that died during the test (a start hook, a bus error) must not
+            # pass unseen in a test that never waited on a saga.
+            _fail(f"saga harness: the services stopped with {type(crashed).__name__}: {crashed}")
 
     # --- driving a saga -------------------------------------------------------------------
 
