@@ -336,3 +336,13 @@ def test_a_deferred_answer_and_its_deadline_must_come_from_one_service(tmp_path:
         "which 'Billing' produces: a deferred answer and its deadline must be given by the "
         "same service, so that only one of them counts"
     ]
+
+
+def test_a_constrained_saga_key_does_not_fail_deadline_payloads(tmp_path: Path) -> None:
+    """The engine fills in the key of a deadline's event with the saga's own: the payload
+    is checked without it, whatever the key's own constraints."""
+
+    def constrain(data: dict[str, Any]) -> None:
+        data["definitions"]["Id"] = {"type": "string", "pattern": "^o-[0-9]+$", "minLength": 12}
+
+    load_registry(mutated(tmp_path, constrain))

@@ -372,13 +372,12 @@ class _Checker:
                     f"deadline payload for '{d.emit}' gives the saga key '{self.reg.key}': "
                     "leave it out, the engine fills it in",
                 )
-            payload = {**dict(d.payload), self.reg.key: "saga-key"}
-            schema = self.events[d.emit].payload_schema()
-            key_field = next(
-                (f for f in self.events[d.emit].fields if f.name == self.reg.key), None
-            )
-            if key_field is not None and key_field.type == "integer":
-                payload[self.reg.key] = 0
+            payload = {k: v for k, v in dict(d.payload).items() if k != self.reg.key}
+            # The key is the saga's own, filled in by the engine: the payload is checked
+            # without it, so that the key's own constraints (a minimum, a pattern) need no
+            # made-up value to meet.
+            schema = dict(self.events[d.emit].payload_schema())
+            schema["required"] = [n for n in schema.get("required", []) if n != self.reg.key]
             # The Rust-regex validator: a pattern's worst case cannot stall the check.
             for err in PayloadValidator(schema).iter_errors(payload):
                 where = ".".join(str(p) for p in err.absolute_path) or "payload"
