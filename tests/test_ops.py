@@ -321,28 +321,31 @@ def test_trace_draws_a_hostile_saga_id_safely(project: Project, dot_installed: N
 def test_sagas_counts_by_status_and_state(project: Project) -> None:
     doc = project.sagas()
     assert doc["total"] == 4
-    assert doc["counts"]["status"] == {"in-flight": 1, "stuck": 0, "ended": 3}
+    assert doc["counts"]["status"] == {"in-flight": 0, "stuck": 0, "parked": 1, "ended": 3}
     assert doc["counts"]["state"] == {"car_rented": 1, "confirmed": 3}
     assert doc["counts"]["outcome"] == {"success": 3}
     by_id = {s["saga_id"]: s for s in doc["sagas"]}
     assert set(by_id) == {"ok-1", "ext-1", "broken-1", HOSTILE}
-    assert by_id["broken-1"]["status"] == "in-flight"
+    # Billing dead-lettered its CarRented: the saga waits there, parked.
+    assert by_id["broken-1"]["status"] == "parked"
     # Billing never applied CarRented: its copy lags, the most advanced one is shown.
     assert by_id["broken-1"]["views"]["Billing"] == "hotel_booked"
     assert by_id["broken-1"]["state"] == "car_rented"
     text_out = project.saga("sagas")
     assert text_out.stdout.splitlines()[0] == (
-        "4 saga(s): 1 in-flight, 0 stuck, 3 ended (3 success)"
+        "4 saga(s): 0 in-flight, 0 stuck, 1 parked, 3 ended (3 success)"
     )
     assert text_out.stdout.splitlines()[1] == "by state: car_rented 1, confirmed 3"
 
 
 def test_sagas_stuck_for_and_filters(project: Project) -> None:
+    # Parked says more than stuck: the saga waits for `saga dlq replay`, not for time.
     stuck = project.sagas("--stuck-for", "0")
-    assert stuck["counts"]["status"] == {"in-flight": 0, "stuck": 1, "ended": 3}
-    assert project.sagas("--stuck-for", "3600")["counts"]["status"]["stuck"] == 0
-    only = project.sagas("--stuck-for", "0", "--state", "stuck")
+    assert stuck["counts"]["status"] == {"in-flight": 0, "stuck": 0, "parked": 1, "ended": 3}
+    only = project.sagas("--state", "parked")
     assert [s["saga_id"] for s in only["sagas"]] == ["broken-1"]
+    text_out = project.saga("sagas", "--state", "parked").stdout
+    assert "parked in Billing" in text_out, text_out
     assert project.sagas("--state", "car_rented")["total"] == 1
     assert project.sagas("--outcome", "success")["total"] == 3
     assert project.sagas("--outcome", "failure")["total"] == 0
@@ -487,6 +490,10 @@ def test_status_of_a_saga_past_its_deadline_is_stuck() -> None:
     assert inspect.status(waiting, terminal, 0.5, now) == "stuck"
     ended = inspect.SagaView("a", "confirmed", now - 99, now - 99, None, "Booking", ())
     assert inspect.status(ended, terminal, 0.5, now) == "ended"
+    parked = inspect.SagaView(
+        "a", "requested", now - 1, now - 2, None, "Flights", (), now - 1, parked_in=("Hotels",)
+    )
+    assert inspect.status(parked, terminal, 0.5, now) == "parked"
 
 
 def test_path_dot_quotes_any_saga_id(dot_installed: None) -> None:
@@ -547,9 +554,20 @@ def test_trace_orders_by_log_offset_even_against_the_clock() -> None:
         "created_at": 500.0,
         "sent_at": 500.0,
     }
+    fired = {
+        "event_id": "e2",
+        "headers": [
+            ["ce_type", "FlightBookingFailed"],
+            ["ce_source", src + "Flights/deadline"],
+            ["ce_causationid", "e1"],
+        ],
+        "created_at": 499.0,
+        "sent_at": 499.0,
+    }
     records = {
         "Booking": inspect.ServiceRecords(inbox=booking, outbox=[emitted, unsent]),
-        "Flights": inspect.ServiceRecords(inbox=flights),
+        # The deadline's event names the event that entered `requested` as its cause.
+        "Flights": inspect.ServiceRecords(inbox=flights, outbox=[fired]),
         "Hotels": inspect.ServiceRecords(
             inbox=[_inbox("e1", "TripRequested", 10, 300.0, "outside")],
             parked={"event_id": "e2", "error": "RuntimeError: boom"},
@@ -569,6 +587,8 @@ def test_trace_orders_by_log_offset_even_against_the_clock() -> None:
     assert [r.producer for r in t.rows] == ["outside", "Flights (deadline)", "Booking"]
     assert str(t.rows[1].actions["Booking"]) == "reacted (-> TripCancelled)"
     assert str(t.rows[0].actions["Booking"]) == "applied"
+    # Flights' reaction emitted nothing: its timer did, and says so.
+    assert str(t.rows[0].actions["Flights"]) == "reacted (deadline fired: FlightBookingFailed)"
     assert str(t.rows[0].actions["Hotels"]) == "applied"
     assert str(t.rows[1].actions["Hotels"]) == "dead-lettered (RuntimeError: boom)"
     assert str(t.rows[2].actions["Hotels"]) == "held (saga parked here)"

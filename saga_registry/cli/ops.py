@@ -45,7 +45,8 @@ def _notes(notes: list[str]) -> None:
     "--state",
     "state_filter",
     metavar="S",
-    help="Only sagas in this state of the registry, or of this status: in-flight, stuck, ended.",
+    help="Only sagas in this state of the registry, or of this status: in-flight, stuck, "
+    "parked, ended.",
 )
 @click.option(
     "--stuck-for",
@@ -139,24 +140,31 @@ def sagas(
     split = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items()))
     click.echo(
         f"{len(rows)} saga(s): {by_status.get('in-flight', 0)} in-flight, "
-        f"{by_status.get('stuck', 0)} stuck, {ended} ended" + (f" ({split})" if split else "")
+        f"{by_status.get('stuck', 0)} stuck, {by_status.get('parked', 0)} parked, "
+        f"{ended} ended" + (f" ({split})" if split else "")
     )
     if by_state:
         click.echo("by state: " + ", ".join(f"{s} {n}" for s, n in sorted(by_state.items())))
     if not shown:
         return
-    width = min(max(len(_shown(v.saga_id)) for v, _, _ in shown), 40)
-    state_w = max(len(v.state) for v, _, _ in shown)
+    width = min(max(4, *(len(_shown(v.saga_id)) for v, _, _ in shown)), 40)
+    state_w = max(5, *(len(v.state) for v, _, _ in shown))
     click.echo(
         f"\n{'SAGA':<{width}}  {'STATE':<{state_w}}  {'STATUS':<9}  {'OUTCOME':<7}  "
-        f"{'AGE':>8}  {'IDLE':>8}  SEEN BY"
+        f"{'AGE':>8}  {'IDLE':>8}  {'DEADLINE':>12}  SEEN BY"
     )
     for v, st, out in shown:
         age = _secs(now - v.started_at) if v.started_at else "?"
-        late = f", deadline {_secs(now - v.due_at)} overdue" if st == "stuck" and v.due_at else ""
+        if v.due_at is None:
+            deadline = "-"
+        elif v.due_at < now:
+            deadline = f"{_secs(now - v.due_at)} late"
+        else:
+            deadline = f"in {_secs(v.due_at - now)}"
+        seen = v.seen_by + (f"; parked in {', '.join(v.parked_in)}" if v.parked_in else "")
         click.echo(
             f"{_shown(v.saga_id):<{width}}  {v.state:<{state_w}}  {st:<9}  {out or '-':<7}  "
-            f"{age:>8}  {_secs(now - v.updated_at):>8}  {v.seen_by}{late}"
+            f"{age:>8}  {_secs(now - v.updated_at):>8}  {deadline:>12}  {seen}"
         )
     if len(shown) < len(rows):
         click.echo(f"(showing {len(shown)} of {len(rows)}; --limit to see more)", err=True)

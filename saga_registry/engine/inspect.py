@@ -128,6 +128,8 @@ class SagaView:
     """Every service's state of the saga (service, state), in registry order."""
     due_at: float | None = None
     """The earliest pending deadline of the saga in its current state, if any."""
+    parked_in: tuple[str, ...] = ()
+    """The services that parked the saga (an event of it dead-lettered there)."""
 
 
 def most_advanced(rows: Sequence[tuple[str, Row]], terminal: frozenset[str]) -> tuple[str, Row]:
@@ -143,6 +145,7 @@ async def saga_views(registry: Registry, template: str) -> tuple[list[SagaView],
     notes: list[str] = []
     states: dict[str, list[tuple[str, Row]]] = {}
     timers: dict[str, list[Row]] = {}
+    parked: dict[str, list[str]] = {}
     for service in registry.services:
         try:
             async with reader(database_url(template, service.name)) as conn:
@@ -150,6 +153,8 @@ async def saga_views(registry: Registry, template: str) -> tuple[list[SagaView],
                     states.setdefault(row["saga_id"], []).append((service.name, row))
                 for row in await read_rows(conn, tables.timers):
                     timers.setdefault(row["saga_id"], []).append(row)
+                for row in await read_rows(conn, tables.parked):
+                    parked.setdefault(row["saga_id"], []).append(service.name)
         except (Absent, DatabaseUnavailable) as exc:
             notes.append(f"{service.name}: skipped ({exc})")
     terminal = frozenset(registry.state_machine.terminal_states)
@@ -168,21 +173,25 @@ async def saga_views(registry: Registry, template: str) -> tuple[list[SagaView],
                 seen_by=seen_by,
                 views=tuple((s, r["state"]) for s, r in rows),
                 due_at=min(due) if due else None,
+                parked_in=tuple(parked.get(saga_id, ())),
             )
         )
     return views, notes
 
 
-STATUSES = ("in-flight", "stuck", "ended")
+STATUSES = ("in-flight", "stuck", "parked", "ended")
 
 
 def status(
     view: SagaView, terminal: frozenset[str], stuck_for: float | None, now: float | None = None
 ) -> str:
-    """`ended` (terminal), `stuck` (a pending deadline is past due, or with `stuck_for`,
-    not updated for longer) or `in-flight`."""
+    """`ended` (terminal), `parked` (an event of it was dead-lettered by a service, which
+    holds its later events until `saga dlq replay`), `stuck` (a pending deadline is past
+    due, or with `stuck_for`, not updated for longer) or `in-flight`."""
     if view.state in terminal:
         return "ended"
+    if view.parked_in:
+        return "parked"
     now = time.time() if now is None else now
     if view.due_at is not None and view.due_at < now:
         return "stuck"

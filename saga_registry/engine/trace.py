@@ -160,9 +160,16 @@ def build_trace(
             emitted_by[row["event_id"]] = service
             cause = headers.get("ce_causationid")
             if cause:
-                caused.setdefault((service, cause), []).append(headers.get("ce_type", "?"))
+                # A deadline's event names as its cause the event that entered the state
+                # it guarded: the timer emitted it, not that event's reaction.
+                by_timer = headers.get("ce_source", "").endswith("/deadline")
+                kind = headers.get("ce_type", "?")
+                caused.setdefault((service, cause), []).append(
+                    f"deadline fired: {kind}" if by_timer else kind
+                )
     for service, recs in records.items():
         reacts = {r.event for r in registry.service(service).reactions}
+        deferring = {r.event for r in registry.service(service).reactions if r.defer}
         for row in recs.inbox:
             key = _key(row["log_partition"], row["log_offset"], row["event_id"])
             note(key, row["event_id"], row["event_type"], row["received_at"])
@@ -170,7 +177,12 @@ def build_trace(
             in_inbox.add(key)
             if row["event_type"] in reacts:
                 emits = caused.get((service, row["event_id"]), [])
-                action = Action("reacted", "-> " + ", ".join(emits) if emits else "")
+                answered = [e for e in emits if not e.startswith("deadline fired")]
+                parts = ["-> " + ", ".join(answered)] if answered else []
+                if row["event_type"] in deferring and not answered:
+                    parts.append("deferred")
+                parts += [e for e in emits if e not in answered]
+                action = Action("reacted", "; ".join(parts))
             else:
                 action = Action("applied")
             acts.setdefault(key, {})[service] = action
