@@ -401,6 +401,20 @@ def test_start_without_a_key_makes_one_and_publishes_before_exiting(tmp_path: Pa
     assert [d.record.key for d in published] == [saga_id.encode()]
     sent = p.db_rows("Booking", "SELECT count(*) FROM saga_outbox WHERE sent_at IS NULL")
     assert sent == [(0,)]
+    # The same saga again: refused, nothing queued (every service would skip it).
+    again = p.saga(
+        "start",
+        "TripRequested",
+        "--saga-id",
+        saga_id,
+        "--data",
+        json.dumps(trip_data(p.registry, "-")),
+    )
+    assert again.returncode == 1
+    assert again.stderr.strip().splitlines() == [
+        f"error: saga {saga_id} exists already (just started): a saga starts once"
+    ]
+    assert p.db_rows("Booking", "SELECT count(*) FROM saga_outbox") == [(1,)]
 
 
 def test_sagas_reads_without_creating_databases(tmp_path: Path) -> None:

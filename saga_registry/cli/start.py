@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 import pydantic
+from sqlalchemy import select
 
 from saga_registry.cli.options import (
     bus_option,
@@ -22,10 +23,11 @@ from saga_registry.cli.options import (
     registry_option,
     registry_or_fail,
 )
+from saga_registry.engine import tables
 from saga_registry.engine.app import Application
 from saga_registry.engine.config import KafkaSecurity, Settings
 from saga_registry.engine.envelope import Envelope
-from saga_registry.engine.errors import EngineError
+from saga_registry.engine.errors import ConfigError, EngineError
 from saga_registry.engine.handlers import event_types
 from saga_registry.registry.model import Registry
 
@@ -121,6 +123,18 @@ async def _initiate(settings: Settings, reg: Registry, event: Any) -> Envelope:
     try:
         await app.start()
         part = app.services[0]
+        saga_id = str(event.saga_id())
+        async with part.db.transaction() as conn:
+            state = await conn.scalar(
+                select(tables.saga_state.c.state).where(tables.saga_state.c.saga_id == saga_id)
+            )
+            queued = await conn.scalar(
+                select(tables.outbox.c.id).where(tables.outbox.c.key == saga_id.encode()).limit(1)
+            )
+        if state is not None or queued is not None:
+            # Its services would skip a second start; better said now than found later.
+            where = f"in state {state}" if state is not None else "just started"
+            raise ConfigError(f"saga {saga_id} exists already ({where}): a saga starts once")
         env = await part.runner.initiate(event)
         # Publish now: the initiating service may not be running.
         while await part.relay.relay_once():
