@@ -83,4 +83,30 @@ def notes(registry: Registry, root: Path, package: str) -> list[str]:
                 f"{rel}: {service.name} has {n} reaction{'s' if n != 1 else ''} not written yet"
                 f" (still raising NotImplementedError): {', '.join(stubs)}"
             )
+    return out + orphans(registry, root, package)
+
+
+def orphans(registry: Registry, root: Path, package: str) -> list[str]:
+    """A note for each module of `root/package` that subclasses the base of a service the
+    registry no longer has (codegen removed that base, so the module cannot import)."""
+    current = {s.module for s in registry.services}
+    out = []
+    for path in sorted((root / package).glob("*.py")):
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (OSError, SyntaxError, ValueError):
+            continue  # not ours to judge here
+        gone = sorted(
+            node.module
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom)
+            and node.module is not None
+            and node.module.startswith(f"{package}.base.")
+            and node.module.removeprefix(f"{package}.base.") not in current
+        )
+        if gone:
+            out.append(
+                f"{package}/{path.name}: imports {gone[0]}, the base of a service no longer "
+                "in the registry; delete the module if it was that service's"
+            )
     return out

@@ -89,11 +89,15 @@ class SagaHarness:
     async def open(self) -> None:
         """Start every service; a project mistake (missing handler, bad registry) fails
         the test with the engine's one-line message."""
+        problem = None
         try:
             await self.app.start()
         except EngineError as exc:
+            problem = str(exc).replace(", or run with --allow-stubs", "")
+        if problem is not None:
+            # Failed outside the `except`, so pytest shows the message once, unchained.
             await self.app.stop()
-            _fail(f"saga harness: {exc}")
+            _fail(f"saga harness: {problem}")
         for s in self.app.services:
             # Deadlines follow the test's clock, in the application's own timer loop too.
             s.timers = ClockTimers(s.runner, self.clock)
