@@ -20,11 +20,11 @@ from saga_registry.cli.options import (
     bus_option,
     db_option,
     fail,
+    kafka_options,
     kafka_security,
     registry_option,
     registry_or_fail,
 )
-from saga_registry.cli.runtime import _kafka_options
 from saga_registry.engine import inspect
 from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
 from saga_registry.engine.errors import EngineError
@@ -218,7 +218,7 @@ def trace(
     reg = registry_or_fail(registry)
     if svg_path and shutil.which("dot") is None:
         fail(f"--svg {svg_path}: Graphviz 'dot' is not installed")
-    kafka = _kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    kafka = kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     try:
         records, notes = asyncio.run(inspect.saga_records(reg, db, saga_id))
         letters, note = asyncio.run(_letters(reg, bus, kafka, saga_id))

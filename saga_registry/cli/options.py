@@ -10,7 +10,9 @@ from typing import NoReturn
 
 import click
 
+from saga_registry.engine.buses.url import KafkaOptions
 from saga_registry.engine.config import DEFAULT_BUS, DEFAULT_DB
+from saga_registry.engine.errors import EngineError
 from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.model import Registry
 
@@ -88,3 +90,18 @@ def registry_or_fail(path: str) -> Registry:
         return load_registry(path)
     except CodegenError as exc:
         fail(f"registry {path}: {str(exc).splitlines()[0]}")
+
+
+def kafka_options(
+    protocol: str,
+    mechanism: str | None,
+    username: str | None,
+    password: str | None,
+    cafile: str | None,
+) -> KafkaOptions:
+    """The Kafka security settings of the `kafka_security` options, or the command ends
+    naming what is wrong with them."""
+    try:
+        return KafkaOptions(protocol, mechanism, username, password, cafile)
+    except EngineError as exc:
+        fail(str(exc))

@@ -16,6 +16,7 @@ from saga_registry.cli.options import (
     bus_option,
     db_option,
     fail,
+    kafka_options,
     kafka_security,
     package_option,
     registry_option,
@@ -23,7 +24,7 @@ from saga_registry.cli.options import (
 from saga_registry.engine.app import Application
 from saga_registry.engine.bus import Bus
 from saga_registry.engine.buses import KafkaOptions, bus_from_url
-from saga_registry.engine.config import KafkaSecurity, Settings
+from saga_registry.engine.config import Settings
 from saga_registry.engine.deadletter import TRUNCATED, DeadLetter, replay_record
 from saga_registry.engine.errors import BusUnavailable, EngineError
 from saga_registry.registry import CodegenError, load_registry
@@ -98,7 +99,7 @@ def run(
         db=db,
         services=services,
         package=package,
-        kafka=KafkaSecurity(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile),
+        kafka=kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile),
         options=tuple(pairs),
         allow_stubs=allow_stubs,
     )
@@ -189,20 +190,6 @@ def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[Bus, 
         raise
 
 
-def _kafka_options(
-    protocol: str,
-    mechanism: str | None,
-    username: str | None,
-    password: str | None,
-    cafile: str | None,
-) -> KafkaOptions:
-    try:
-        return KafkaOptions(protocol, mechanism, username, password, cafile)
-    except EngineError as exc:
-        fail(str(exc))
-        raise
-
-
 @dlq.command("list")
 @registry_option
 @bus_option
@@ -217,7 +204,7 @@ def dlq_list(
     ssl_cafile: str | None,
 ) -> None:
     """Show every dead-lettered record: where from, which service, why."""
-    kafka = _kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    kafka = kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     b, _, dead_topic = _bus_and_topics(registry, bus, kafka)
 
     async def go() -> list[DeadLetter]:
@@ -257,7 +244,7 @@ def dlq_replay(
 ) -> None:
     """Put dead-lettered records back on the events topic, in their order. Safe to repeat:
     services that already applied an event drop the copy by its id."""
-    kafka = _kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    kafka = kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     b, topic, dead_topic = _bus_and_topics(registry, bus, kafka)
 
     async def go() -> int:

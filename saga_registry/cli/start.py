@@ -18,6 +18,7 @@ from saga_registry.cli.options import (
     bus_option,
     db_option,
     fail,
+    kafka_options,
     kafka_security,
     package_option,
     registry_option,
@@ -25,7 +26,7 @@ from saga_registry.cli.options import (
 )
 from saga_registry.engine import tables
 from saga_registry.engine.app import Application
-from saga_registry.engine.config import KafkaSecurity, Settings
+from saga_registry.engine.config import Settings
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import ConfigError, EngineError
 from saga_registry.engine.handlers import event_types
@@ -93,7 +94,7 @@ def start(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
         fail(f"invalid {event_type} payload: {where}: {first['msg']}")
-    kafka = KafkaSecurity(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+    kafka = kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     settings = Settings(
         registry=registry,
         bus=bus,

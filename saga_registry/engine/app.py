@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from saga_registry.engine.bus import Bus, TopicSpec
-from saga_registry.engine.buses import KafkaOptions, bus_from_url
+from saga_registry.engine.buses import bus_from_url
 from saga_registry.engine.config import Settings
 from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.deadletter import one_line
@@ -68,17 +68,7 @@ class Application:
             allow_stubs=self.settings.allow_stubs,
         )
         if self.bus is None:
-            k = self.settings.kafka
-            self.bus = bus_from_url(
-                self.settings.bus,
-                kafka_options=KafkaOptions(
-                    security_protocol=k.protocol,
-                    sasl_mechanism=k.sasl_mechanism,
-                    sasl_username=k.sasl_username,
-                    sasl_password=k.sasl_password,
-                    ssl_cafile=k.ssl_cafile,
-                ),
-            )
+            self.bus = bus_from_url(self.settings.bus, kafka_options=self.settings.kafka)
         await self.bus.start()
         await self.bus.ensure_topics(
             [

@@ -5,21 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from saga_registry.engine.buses.url import KafkaOptions
 from saga_registry.engine.runner import RunnerSettings
 
 DEFAULT_BUS = "embedded:.saga/bus.db"
 DEFAULT_DB = "sqlite:///.saga/{service}.db"
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaSecurity:
-    """Kafka connection security (SASL/SSL), for brokers that need it."""
-
-    protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)
-    ssl_cafile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +21,7 @@ class Settings:
     db: str = DEFAULT_DB
     services: tuple[str, ...] = ()
     package: str = "handlers"
-    kafka: KafkaSecurity = field(default_factory=KafkaSecurity)
+    kafka: KafkaOptions = field(default_factory=KafkaOptions)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
     options: tuple[tuple[str, str], ...] = ()
     """`KEY=VALUE` settings for the services (`--set`); each service whose class has
