@@ -207,8 +207,12 @@ def write(
 ) -> Report:
     """Bring everything under `root` up to date with `registry`; never touch owned files
     that exist. Diagrams are rendered when `render` and Graphviz's `dot` is installed.
-    All or nothing: if anything fails (a `RenderError`, an `OSError`), no file under
-    `root` has changed and the staging folder is gone."""
+    Every file is first written (and every diagram rendered) into a staging folder under
+    `root`: if that fails (a `RenderError`, an `OSError`), no file under `root` has
+    changed. Only then are the files moved into place, each by an atomic rename on the
+    same filesystem; a failure among those moves (a folder where a file should be,
+    permissions) can leave some files new and others old, which the next run completes.
+    The staging folder is always removed."""
     files, notes = plan(registry, registry_path, root, package, tests)
     report = Report(notes=notes)
     root.mkdir(parents=True, exist_ok=True)
