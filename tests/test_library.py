@@ -42,6 +42,7 @@ def test_the_wheel_holds_the_engine_alone_with_its_data(tmp_path: Path) -> None:
         "saga_registry/scaffold/blank/registry/saga.yaml",
         "saga_registry/scaffold/blank/tests/test_outcomes.py",
         "saga_registry/scaffold/common/pyproject.toml.tmpl",
+        "saga_registry/scaffold/samples/blank.json",
         # The checkout example is this repository's own project, copied in at build time.
         "saga_registry/scaffold/checkout/registry/saga.yaml",
         "saga_registry/scaffold/checkout/handlers/payment.py",

@@ -94,7 +94,8 @@ def init(directory: Path, example: str) -> None:
             "engine": engine_requirement(),
             "engine_testing": engine_requirement("testing"),
             "first_event": event.name,
-            "first_data": json.dumps(_sample_payload(example)),
+            # A payload of the example's first event, for its README's `saga start` line.
+            "first_data": (scaffold / "samples" / f"{example}.json").read_text("utf-8").strip(),
         }
         common = scaffold / "common"
         for template, target in (
@@ -120,14 +121,3 @@ def init(directory: Path, example: str) -> None:
         f"next: cd {directory} && python3 -m venv .venv && . .venv/bin/activate && "
         "pip install -e '.[dev]' && saga codegen --check && pytest && saga run"
     )
-
-
-def _sample_payload(example: str) -> dict[str, object]:
-    if example == "checkout":
-        return {
-            "customer_id": "c1",
-            "items": [{"sku": "apple", "quantity": 2, "unit_price": 120}],
-            "total": 240,
-            "currency": "EUR",
-        }
-    return {"email": "ada@example.com", "plan": "basic", "amount": 900}
