@@ -215,12 +215,14 @@ class ServiceRunner:
             except Exception as exc:  # any reaction error is retried, then parked
                 if attempt >= self.settings.max_attempts:
                     log.warning(
-                        "%s: %s %s failed %d times, dead-lettered: %s",
+                        "%s: %s %s of saga %s failed %d times, dead-lettered: %s: %s",
                         self.name,
                         envelope.type,
                         envelope.id,
+                        envelope.saga_id,
                         attempt,
-                        exc,
+                        type(exc).__name__,
+                        one_line(exc),
                     )
                     await self._dead_letter(delivery, exc, attempts=attempt)
                     await park(self.db, envelope, exc)
