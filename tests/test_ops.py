@@ -365,6 +365,11 @@ def test_sagas_stuck_for_and_filters(project: Project) -> None:
             "error: FlightBooked does not start a saga in registry/saga.yaml: "
             "the events that can are TripRequested",
         ),
+        (
+            ["TripRequestd", "--data", "{}"],
+            "error: TripRequestd (did you mean 'TripRequested'?) does not start a saga in "
+            "registry/saga.yaml: the events that can are TripRequested",
+        ),
         (["TripRequested", "--data", "{nope"], "error: --data is not JSON: "),
         (["TripRequested", "--data", "[]"], "error: --data must be a JSON object"),
         (

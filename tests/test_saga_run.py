@@ -179,6 +179,7 @@ def test_saga_run_survives_kill_9_and_stops_cleanly(tmp_path: Path, bus_url: str
         (["--db", "mysql://x/{service}"], "error: unsupported database 'mysql'"),
         (["--db", "sqlite:///one.db"], "has no {service}: each service owns its own database"),
         (["Nobody"], "error: unknown service 'Nobody'"),
+        (["billing"], "error: unknown service 'billing' (did you mean 'Billing'?)"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:

@@ -31,6 +31,7 @@ from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import ConfigError, EngineError
 from saga_registry.engine.handlers import event_types
 from saga_registry.registry.model import Registry
+from saga_registry.registry.names import did_you_mean
 
 
 @click.command()
@@ -65,8 +66,8 @@ def start(
     initiators = {e: s.name for s in reg.services for e in s.initiates}
     if event_type not in initiators:
         fail(
-            f"{event_type} does not start a saga in {registry}: "
-            f"the events that can are {', '.join(sorted(initiators)) or 'none'}"
+            f"{event_type}{did_you_mean(event_type, initiators)} does not start a saga in "
+            f"{registry}: the events that can are {', '.join(sorted(initiators)) or 'none'}"
         )
     try:
         data = json.loads(data_text)

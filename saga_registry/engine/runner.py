@@ -49,6 +49,9 @@ from saga_registry.registry.model import Registry
 
 log = logging.getLogger("saga.runner")
 
+Reaction = Callable[[Any, Any], Awaitable[Any]]
+"""A service's bound reaction method: (event, ctx) -> the event it emits, or None."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunnerSettings:
@@ -97,7 +100,7 @@ class ServiceRunner:
         self.dead_letter_topic = registry.dead_letter_topic.name
         self.source = f"saga/{registry.name}/{self.name}"
         self._reactions: Mapping[str, tuple[str, ...]] = service.reactions
-        self._handlers: dict[str, Callable[[Any, Any], Awaitable[Any]]] = {
+        self._handlers: dict[str, Reaction] = {
             event: getattr(service, method) for event, method in service.handler_names.items()
         }
         self.deadlines = DeadlineArming(registry, self.name, self.machine)
@@ -318,6 +321,17 @@ class ServiceRunner:
         await self.deadlines.arm(conn, env.saga_id, step, emitted, pending)
         await pending.write(conn)  # last: the deadline counts from (nearly) the commit
         return "applied"
+
+    @property
+    def reacts_to(self) -> tuple[str, ...]:
+        """The event types this service reacts to."""
+        return tuple(self._handlers)
+
+    def wrap_reaction(self, event_type: str, wrap: Callable[[Reaction], Reaction]) -> None:
+        """Replace the reaction to `event_type` by `wrap(reaction)`, e.g. to make it fail
+        in a test (`saga_registry.testing`); raises KeyError for an event it does not
+        react to."""
+        self._handlers[event_type] = wrap(self._handlers[event_type])
 
     async def react(
         self, conn: AsyncConnection, env: Envelope, event: Any, step: Step

@@ -161,14 +161,13 @@ class SagaHarness:
         if times is not None and times < 1:
             _fail(f"saga.fail(): times must be at least 1 or None (always), not {times}")
         runner = self._service(service).runner
-        handlers = runner._handlers
-        if event_type not in handlers:
+        if event_type not in runner.reacts_to:
             _fail(
                 f"saga.fail(): {service} does not react to {event_type}; it reacts to "
-                f"{', '.join(handlers) or 'nothing'}"
+                f"{', '.join(runner.reacts_to) or 'nothing'}"
             )
         failure = Failure(service, event_type, times, error_of(service, event_type, error))
-        handlers[event_type] = failure.wrap(handlers[event_type])
+        runner.wrap_reaction(event_type, failure.wrap)
         self.failures.append(failure)
         return failure
 
