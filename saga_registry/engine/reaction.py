@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,3 +65,29 @@ class DeliveryContext:
     db: AsyncConnection
     state: str
     deadlines: tuple[Deadline, ...]
+
+
+_IN_REACTION: ContextVar[str | None] = ContextVar("saga_in_reaction", default=None)
+"""Which reaction the current task is running, if any."""
+
+
+@contextmanager
+def inside_reaction(label: str) -> Iterator[None]:
+    """Mark the current task as running the reaction `label` for the block."""
+    token = _IN_REACTION.set(label)
+    try:
+        yield
+    finally:
+        _IN_REACTION.reset(token)
+
+
+def outside_reactions(call: str) -> None:
+    """Raise `RuntimeError` if `call` is made from inside a reaction. A reaction holds its
+    service's connection (SQLite has one): a second transaction from inside it would wait
+    for itself, or read the state from before the reaction."""
+    reaction = _IN_REACTION.get()
+    if reaction is not None:
+        raise RuntimeError(
+            f"{call} was called inside {reaction}: a reaction returns the event it emits "
+            "and writes through ctx.db; answer() is for later, outside any reaction"
+        )

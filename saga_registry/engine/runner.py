@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +42,7 @@ from saga_registry.engine.errors import (
 from saga_registry.engine.machine import SagaMachine, Step
 from saga_registry.engine.metrics import Metrics
 from saga_registry.engine.parking import Parked, is_parked, park
-from saga_registry.engine.reaction import DeliveryContext
+from saga_registry.engine.reaction import DeliveryContext, inside_reaction, outside_reactions
 from saga_registry.engine.service import Effects, ServiceBase
 from saga_registry.registry.model import Registry
 
@@ -345,11 +344,8 @@ class ServiceRunner:
         state = step.target or step.source
         deadlines = tuple(d for _, d in self.machine.deadlines_in(state))
         context = DeliveryContext(env.saga_id, env.id, self.name, conn, state, deadlines)
-        token = _IN_REACTION.set(f"{self.name}'s reaction to {env.type}")
-        try:
+        with inside_reaction(f"{self.name}'s reaction to {env.type}"):
             emitted = await handler(event, context)
-        finally:
-            _IN_REACTION.reset(token)
         return self.emitted_envelope(env, emitted)
 
     def emitted_envelope(self, cause: Envelope, emitted: Any) -> Envelope | None:
@@ -384,12 +380,12 @@ class ServiceRunner:
 
     async def initiate(self, event: Any, effects: Effects | None = None) -> Envelope:
         """Emit `event` outside any reaction: see `engine.answers.initiate`."""
-        _outside_reactions("initiate()")
+        outside_reactions("initiate()")
         return await answers.initiate(self, event, effects)
 
     async def answer(self, event: Any, effects: Effects | None = None) -> Envelope:
         """Emit the late answer of a deferred reaction: see `engine.answers.answer`."""
-        _outside_reactions("answer()")
+        outside_reactions("answer()")
         return await answers.answer(self, event, effects)
 
     def committed(self) -> None:
@@ -398,7 +394,7 @@ class ServiceRunner:
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction on the service's database (`ServiceBase.transaction`)."""
-        _outside_reactions("transaction()")
+        outside_reactions("transaction()")
         return self.db.transaction()
 
     async def write_outbox(self, conn: AsyncConnection, env: Envelope, now: float) -> None:
@@ -457,21 +453,6 @@ _KEEP_BYTES = 64 << 10
 _QUEUE = insert(tables.outbox)
 
 _INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)
-
-
-_IN_REACTION: ContextVar[str | None] = ContextVar("saga_in_reaction", default=None)
-"""Which reaction the current task is running, if any."""
-
-
-def _outside_reactions(call: str) -> None:
-    # A reaction holds its service's connection (SQLite has one): a second transaction
-    # from inside it would wait for itself, or read the state from before the reaction.
-    reaction = _IN_REACTION.get()
-    if reaction is not None:
-        raise RuntimeError(
-            f"{call} was called inside {reaction}: a reaction returns the event it emits "
-            "and writes through ctx.db; answer() is for later, outside any reaction"
-        )
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
