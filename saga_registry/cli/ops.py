@@ -20,7 +20,6 @@ from saga_registry.cli.options import (
     bus_option,
     db_option,
     fail,
-    kafka_options,
     kafka_security,
     registry_option,
     registry_or_fail,
@@ -203,11 +202,7 @@ def trace(
     registry: str,
     db: str,
     bus: str,
-    protocol: str,
-    sasl_mechanism: str | None,
-    sasl_username: str | None,
-    sasl_password: str | None,
-    ssl_cafile: str | None,
+    kafka: KafkaOptions,
 ) -> None:
     """SAGA_ID's events in log order: who produced each, the saga's state before and
     after, and what each service did with it (reacted, applied, skipped and why,
@@ -218,7 +213,6 @@ def trace(
     reg = registry_or_fail(registry)
     if svg_path and shutil.which("dot") is None:
         fail(f"--svg {svg_path}: Graphviz 'dot' is not installed")
-    kafka = kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     try:
         records, notes = asyncio.run(inspect.saga_records(reg, db, saga_id))
         letters, note = asyncio.run(_letters(reg, bus, kafka, saga_id))

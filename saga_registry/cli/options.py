@@ -5,8 +5,10 @@ status 1). A project's own commands (`handlers/commands.py`) use them too."""
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
@@ -71,10 +73,27 @@ db_option = click.option(
 )
 
 
-def kafka_security(f: click.decorators.FC) -> click.decorators.FC:
+def kafka_security(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the Kafka security options to `command`, which receives them as one validated
+    `kafka: KafkaOptions` argument (a bad combination ends the command in one line)."""
+
+    @functools.wraps(command)  # keeps the options already declared on `command`
+    def with_kafka(
+        *args: Any,
+        protocol: str,
+        sasl_mechanism: str | None,
+        sasl_username: str | None,
+        sasl_password: str | None,
+        ssl_cafile: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        kafka = kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
+        return command(*args, kafka=kafka, **kwargs)
+
+    wrapped: Callable[..., Any] = with_kafka
     for option in reversed(_KAFKA_SECURITY):
-        f = option(f)
-    return f
+        wrapped = option(wrapped)
+    return wrapped
 
 
 def fail(message: str) -> NoReturn:

@@ -16,7 +16,6 @@ from saga_registry.cli.options import (
     bus_option,
     db_option,
     fail,
-    kafka_options,
     kafka_security,
     package_option,
     registry_option,
@@ -69,11 +68,7 @@ def run(
     bus: str,
     db: str,
     package: str,
-    protocol: str,
-    sasl_mechanism: str | None,
-    sasl_username: str | None,
-    sasl_password: str | None,
-    ssl_cafile: str | None,
+    kafka: KafkaOptions,
     options: tuple[str, ...],
     allow_stubs: bool,
     log_level: str,
@@ -99,7 +94,7 @@ def run(
         db=db,
         services=services,
         package=package,
-        kafka=kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile),
+        kafka=kafka,
         options=tuple(pairs),
         allow_stubs=allow_stubs,
     )
@@ -197,14 +192,9 @@ def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[Bus, 
 def dlq_list(
     registry: str,
     bus: str,
-    protocol: str,
-    sasl_mechanism: str | None,
-    sasl_username: str | None,
-    sasl_password: str | None,
-    ssl_cafile: str | None,
+    kafka: KafkaOptions,
 ) -> None:
     """Show every dead-lettered record: where from, which service, why."""
-    kafka = kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     b, _, dead_topic = _bus_and_topics(registry, bus, kafka)
 
     async def go() -> list[DeadLetter]:
@@ -236,15 +226,10 @@ def dlq_replay(
     service: str | None,
     saga_id: str | None,
     dry_run: bool,
-    protocol: str,
-    sasl_mechanism: str | None,
-    sasl_username: str | None,
-    sasl_password: str | None,
-    ssl_cafile: str | None,
+    kafka: KafkaOptions,
 ) -> None:
     """Put dead-lettered records back on the events topic, in their order. Safe to repeat:
     services that already applied an event drop the copy by its id."""
-    kafka = kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     b, topic, dead_topic = _bus_and_topics(registry, bus, kafka)
 
     async def go() -> int:

@@ -18,7 +18,6 @@ from saga_registry.cli.options import (
     bus_option,
     db_option,
     fail,
-    kafka_options,
     kafka_security,
     package_option,
     registry_option,
@@ -26,6 +25,7 @@ from saga_registry.cli.options import (
 )
 from saga_registry.engine import tables
 from saga_registry.engine.app import Application
+from saga_registry.engine.buses.url import KafkaOptions
 from saga_registry.engine.config import Settings
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import ConfigError, EngineError
@@ -51,11 +51,7 @@ def start(
     bus: str,
     db: str,
     package: str,
-    protocol: str,
-    sasl_mechanism: str | None,
-    sasl_username: str | None,
-    sasl_password: str | None,
-    ssl_cafile: str | None,
+    kafka: KafkaOptions,
 ) -> None:
     """Begin a saga with EVENT, through the service that initiates it, and print its id.
 
@@ -95,7 +91,6 @@ def start(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
         fail(f"invalid {event_type} payload: {where}: {first['msg']}")
-    kafka = kafka_options(protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile)
     settings = Settings(
         registry=registry,
         bus=bus,
