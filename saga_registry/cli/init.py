@@ -45,18 +45,15 @@ def engine_requirement(extra: str = "") -> str:
     return f"{name}>={dist.version}"
 
 
-def _copy_tree(source: Traversable, target: Path) -> list[Path]:
-    written = []
+def _copy_tree(source: Traversable, target: Path) -> None:
     for item in sorted(source.iterdir(), key=lambda t: t.name):
         if item.name in _SKIP or item.name.endswith(".pyc"):
             continue
         if item.is_dir():
-            written += _copy_tree(item, target / item.name)
+            _copy_tree(item, target / item.name)
         else:
             target.mkdir(parents=True, exist_ok=True)
             (target / item.name).write_bytes(item.read_bytes())
-            written.append(target / item.name)
-    return written
 
 
 def _project_name(folder: Path) -> str:

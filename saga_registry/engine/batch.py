@@ -102,28 +102,11 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
                 outcomes.append("duplicate")
                 continue
             seen.add((env.id, env.source))
-            inbox_rows.append(
-                {
-                    "event_id": env.id,
-                    "source": env.source,
-                    "event_type": env.type,
-                    "saga_id": env.saga_id,
-                    "received_at": now,
-                    "log_partition": delivery.partition,
-                    "log_offset": delivery.offset,
-                }
-            )
+            inbox_rows.append(inbox_row(env, delivery, now))
             step = runner.machine.step(states.get(env.saga_id, runner.machine.initial), env.type)
             if step.target is None:
                 skipped_rows.append(skip_row(env, delivery, step.source, "not_allowed", now))
-                log.info(
-                    "%s: skipped %s %s for saga %s: not allowed in state %s",
-                    runner.name,
-                    env.type,
-                    env.id,
-                    env.saga_id,
-                    step.source,
-                )
+                log_not_allowed(runner.name, env, step.source)
                 outcomes.append("skipped")
                 continue
             if env.saga_id not in states:
@@ -173,6 +156,31 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
 
 def _envelope(delivery: Delivery) -> Envelope:
     return Envelope.from_record(delivery.record)
+
+
+def inbox_row(env: Envelope, delivery: Delivery, now: float) -> dict[str, Any]:
+    """The `saga_inbox` row recording that `env` was taken in (the dedupe key)."""
+    return {
+        "event_id": env.id,
+        "source": env.source,
+        "event_type": env.type,
+        "saga_id": env.saga_id,
+        "received_at": now,
+        "log_partition": delivery.partition,
+        "log_offset": delivery.offset,
+    }
+
+
+def log_not_allowed(service: str, env: Envelope, state: str) -> None:
+    """Say that `service` skipped `env`, not allowed in its saga's `state`."""
+    log.info(
+        "%s: skipped %s %s for saga %s: not allowed in state %s",
+        service,
+        env.type,
+        env.id,
+        env.saga_id,
+        state,
+    )
 
 
 def skip_row(

@@ -27,7 +27,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine import answers, tables
-from saga_registry.engine.batch import NeedsOneByOne, apply_batch, skip_row
+from saga_registry.engine.batch import (
+    NeedsOneByOne,
+    apply_batch,
+    inbox_row,
+    log_not_allowed,
+    skip_row,
+)
 from saga_registry.engine.bus import Bus, Delivery, Subscription
 from saga_registry.engine.database import Database
 from saga_registry.engine.deadletter import dead_letter, one_line
@@ -270,31 +276,14 @@ class ServiceRunner:
             return "duplicate"
         if await is_parked(conn, env, delivery):
             raise Parked
-        await conn.execute(
-            insert(tables.inbox).values(
-                event_id=env.id,
-                source=env.source,
-                event_type=env.type,
-                saga_id=env.saga_id,
-                received_at=now,
-                log_partition=delivery.partition,
-                log_offset=delivery.offset,
-            )
-        )
+        await conn.execute(insert(tables.inbox).values(inbox_row(env, delivery, now)))
         state = await conn.scalar(
             select(tables.saga_state.c.state).where(tables.saga_state.c.saga_id == env.saga_id)
         )
         step = self.machine.step(state or self.machine.initial, env.type)
         if step.target is None:
             await self._skip(conn, env, delivery, step.source, "not_allowed", now)
-            log.info(
-                "%s: skipped %s %s for saga %s: not allowed in state %s",
-                self.name,
-                env.type,
-                env.id,
-                env.saga_id,
-                step.source,
-            )
+            log_not_allowed(self.name, env, step.source)
             return "skipped"
         if state is None:
             await conn.execute(
