@@ -19,6 +19,7 @@ from saga_registry.cli.options import (
     kafka_security,
     package_option,
     registry_option,
+    registry_or_fail,
 )
 from saga_registry.engine.app import Application
 from saga_registry.engine.bus import Bus
@@ -26,7 +27,6 @@ from saga_registry.engine.buses import KafkaOptions, bus_from_url
 from saga_registry.engine.config import Settings
 from saga_registry.engine.deadletter import TRUNCATED, DeadLetter, replay_record
 from saga_registry.engine.errors import BusUnavailable, EngineError
-from saga_registry.registry import CodegenError, load_registry
 
 log = logging.getLogger("saga.run")
 
@@ -169,11 +169,7 @@ def dlq() -> None:
 
 
 def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[Bus, str, str]:
-    try:
-        reg = load_registry(registry)
-    except CodegenError as exc:
-        fail(f"registry {registry}: {str(exc).splitlines()[0]}")
-        raise
+    reg = registry_or_fail(registry)
     try:
         return (
             bus_from_url(bus, kafka_options=kafka),
@@ -182,7 +178,6 @@ def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[Bus, 
         )
     except EngineError as exc:
         fail(str(exc))
-        raise
 
 
 @dlq.command("list")
