@@ -72,6 +72,18 @@ def dot_installed() -> None:
         pytest.skip("Graphviz 'dot' is not installed (apt-get install graphviz)")
 
 
+@pytest.fixture(scope="session")
+def kcat() -> str:
+    """The path of `kcat`, a Kafka client outside Python (skips, or fails under
+    SAGA_REQUIRE_KAFKA=1: the Kafka tests include proving other clients interoperate)."""
+    path = shutil.which("kcat")
+    if path is None:
+        if _required("SAGA_REQUIRE_KAFKA"):
+            pytest.fail("SAGA_REQUIRE_KAFKA=1 but kcat is not installed (apt-get install kcat)")
+        pytest.skip("kcat is not installed (apt-get install kcat)")
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A service database URL template on each of SQLite and PostgreSQL."""

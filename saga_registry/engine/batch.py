@@ -73,7 +73,7 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
     if any(d.record.size() > limit for d in batch):
         raise NeedsOneByOne  # dead-lettered there, unread
     try:
-        items = [(d, env, runner.decode(env)) for d in batch for env in (_envelope(d),)]
+        items = [(d, env, runner.decode(env)) for d in batch for env in (envelope_of(d),)]
     except BadEnvelope:
         raise NeedsOneByOne from None
     now = time.time()
@@ -154,7 +154,11 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
     return outcomes
 
 
-def _envelope(delivery: Delivery) -> Envelope:
+def envelope_of(delivery: Delivery) -> Envelope:
+    """The envelope `delivery` carries; raises `BadEnvelope` naming what is wrong, also
+    when the bus could not read the record at all."""
+    if delivery.unreadable is not None:
+        raise BadEnvelope(f"unreadable record: {delivery.unreadable}")
     return Envelope.from_record(delivery.record)
 
 

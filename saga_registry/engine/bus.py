@@ -53,11 +53,16 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """A record as delivered to a subscriber, with its place in the log."""
+    """A record as delivered to a subscriber, with its place in the log.
+
+    `unreadable` is set when the bus could not read the record as it was written (a header
+    name that is not UTF-8, a batch the client cannot decompress, a damaged row): `record`
+    then holds what could be read, and the runtime dead-letters it without reading it."""
 
     record: Record
     partition: int
     offset: int
+    unreadable: str | None = None
 
 
 class Subscription(abc.ABC):

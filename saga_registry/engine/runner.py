@@ -30,6 +30,7 @@ from saga_registry.engine import answers, tables
 from saga_registry.engine.batch import (
     NeedsOneByOne,
     apply_batch,
+    envelope_of,
     inbox_row,
     log_not_allowed,
     skip_row,
@@ -198,7 +199,7 @@ class ServiceRunner:
             await self._dead_letter(delivery, too_large, attempts=0, keep_bytes=_KEEP_BYTES)
             return "dead"
         try:
-            envelope = Envelope.from_record(delivery.record)
+            envelope = envelope_of(delivery)
             event = self.decode(envelope)
         except BadEnvelope as exc:
             await self._dead_letter(delivery, exc, attempts=0)

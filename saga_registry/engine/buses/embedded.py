@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS group_offsets (
 """
 
 _BUSY_TIMEOUT_MS = 10_000
+# The header that keeps the raw headers column of a row that could not be read.
+_RAW_HEADERS = "saga_raw_headers"
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -66,8 +68,23 @@ def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> str:
     return json.dumps([[name, value.decode("latin-1")] for name, value in headers])
 
 
-def _decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
-    return tuple((name, value.encode("latin-1")) for name, value in json.loads(text))
+def _decode_headers(text: str | bytes) -> tuple[tuple[str, bytes], ...]:
+    """The headers `_encode_headers` wrote; raises `ValueError` for anything else."""
+    pairs = json.loads(text)
+    if not isinstance(pairs, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
+    ):
+        raise ValueError("not a list of [name, value] text pairs")
+    return tuple((name, value.encode("latin-1")) for name, value in pairs)
+
+
+def _as_bytes(column: object) -> bytes:
+    """A key or value column as bytes, whatever SQLite type a foreign writer gave it."""
+    if isinstance(column, bytes):
+        return column
+    if column is None:
+        return b""
+    return str(column).encode("utf-8", "surrogateescape")
 
 
 class EmbeddedBus(Bus):
@@ -257,10 +274,22 @@ class EmbeddedBus(Bus):
             raise BusUnavailable(f"cannot write embedded log at {self.path}: {exc}") from exc
 
 
-def _delivery(topic: str, row: tuple[int, int, bytes, str, bytes]) -> Delivery:
+def _delivery(topic: str, row: tuple[int, int, object, object, object]) -> Delivery:
+    """A row as a delivery; a row this bus did not write (a foreign or damaged one) is
+    marked unreadable with what could be read, its raw headers column kept as a header."""
     partition, offset, key, headers, value = row
-    record = Record(topic=topic, key=key, value=value, headers=_decode_headers(headers))
-    return Delivery(record=record, partition=partition, offset=offset)
+    unreadable = None
+    try:
+        if not isinstance(headers, str | bytes):
+            raise ValueError(f"a {type(headers).__name__}, not text")
+        decoded = _decode_headers(headers)
+    except ValueError as exc:  # JSONDecodeError and UnicodeError are ValueErrors
+        unreadable = f"headers column unreadable: {' '.join(str(exc).split())}"
+        decoded = ((_RAW_HEADERS, _as_bytes(headers)),)
+    if not isinstance(key, bytes) or not isinstance(value, bytes):
+        unreadable = unreadable or "key or value column is not a BLOB"
+    record = Record(topic=topic, key=_as_bytes(key), value=_as_bytes(value), headers=decoded)
+    return Delivery(record=record, partition=partition, offset=offset, unreadable=unreadable)
 
 
 class _EmbeddedSubscription(Subscription):

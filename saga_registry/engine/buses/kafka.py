@@ -28,7 +28,10 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import OffsetAndMetadata
 
 from saga_registry.engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
+from saga_registry.engine.buses.kafka_raw import RawReader, delivery
 from saga_registry.engine.errors import BusUnavailable
+
+log = logging.getLogger(__name__)
 
 # Bounds every request, so an unreachable broker is reported in seconds, not minutes.
 _REQUEST_TIMEOUT_MS = 10_000
@@ -176,25 +179,23 @@ class KafkaBus(Bus):
             auto_offset_reset="earliest",
         )
         await self._connect(consumer, f"join group {group!r} on")
-        subscription = _KafkaSubscription(consumer, group, self._subscriptions)
+        subscription = _KafkaSubscription(
+            consumer, group, self._subscriptions, self._client_options()
+        )
         self._subscriptions.add(subscription)
         return subscription
 
     async def read_all(self, topic: str) -> list[Delivery]:
-        """Every record in `topic` up to its end when called, by partition then offset."""
+        """Every record in `topic` up to its end when called, by partition then offset.
+
+        Read raw (`kafka_raw`), so that a record aiokafka could not decode is listed too,
+        marked unreadable, instead of making the whole topic unreadable."""
         self._started()
-        # "earliest", not seek_to_beginning(): assign() starts a reset to the default
-        # ("latest") in the background, which can land after the seek and win.
-        consumer = AIOKafkaConsumer(
-            **self._client_options(),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        consumer = AIOKafkaConsumer(**self._client_options(), group_id=None)
         await self._connect(consumer)
         try:
-            async with asyncio.timeout(_WAIT_S):
-                return await _read_to_end(consumer, self._producer, topic)
+            async with asyncio.timeout(_WAIT_S), RawReader(self._client_options()) as reader:
+                return await _read_to_end(consumer, self._producer, reader, topic)
         except _FAILURES as exc:
             raise BusUnavailable(f"cannot read Kafka topic {topic!r}: {_describe(exc)}") from exc
         finally:
@@ -209,24 +210,63 @@ class KafkaBus(Bus):
 class _KafkaSubscription(Subscription):
     """One aiokafka consumer in group `group`; commits only when told to."""
 
-    def __init__(self, consumer: Any, group: str, registry: set[_KafkaSubscription]) -> None:
+    def __init__(
+        self,
+        consumer: Any,
+        group: str,
+        registry: set[_KafkaSubscription],
+        options: dict[str, Any],
+    ) -> None:
         self._consumer = consumer
         self._group = group
         self._registry = registry
+        self._options = options
 
     async def fetch(self, max_records: int = 500, timeout_s: float = 0.5) -> list[Delivery]:
-        """The next records, grouped by partition, each partition in offset order."""
+        """The next records, grouped by partition, each partition in offset order.
+
+        A record the client cannot decode comes as a delivery marked `unreadable` (after
+        the records before it in its partition), so that it can be dead-lettered and
+        passed instead of failing every fetch of the group."""
         try:
             batches = await self._consumer.getmany(
                 timeout_ms=int(timeout_s * 1000), max_records=max_records
             )
         except ConsumerStoppedError as exc:
             raise BusUnavailable(f"subscription of group {self._group!r} is closed") from exc
-        except _FAILURES as exc:
-            raise BusUnavailable(
-                f"cannot fetch for group {self._group!r}: {_describe(exc)}"
-            ) from exc
+        except Exception as exc:  # a broker failure, or a record aiokafka cannot decode
+            return await self._read_unreadable(exc, max_records)
         return [_delivery(message) for messages in batches.values() for message in messages]
+
+    async def _read_unreadable(self, error: Exception, max_records: int) -> list[Delivery]:
+        """After the failed fetch `error`: each assigned partition read raw from the
+        group's committed offset up to its first unreadable record. Partitions without
+        one go back to their committed offset (aiokafka may have moved past records it
+        fetched but never returned); a partition with one goes on after what is returned.
+        Raises `BusUnavailable` (for `error`) when no partition has an unreadable record."""
+        consumer = self._consumer
+        out: list[Delivery] = []
+        try:
+            async with asyncio.timeout(_WAIT_S), RawReader(self._options) as reader:
+                for tp in sorted(consumer.assignment()):
+                    start = await consumer.committed(tp)
+                    if start is None:
+                        start = (await consumer.beginning_offsets([tp]))[tp]
+                    records, _ = await reader.read(tp, start)
+                    cut = next((i for i, r in enumerate(records) if r.unreadable), None)
+                    if cut is None:
+                        consumer.seek(tp, start)
+                        continue
+                    taken = records[: min(cut + 1, max_records)]
+                    out.extend(delivery(tp, r) for r in taken)
+                    consumer.seek(tp, taken[-1].offset + 1)
+        except _FAILURES as exc:
+            log.debug("raw read after a failed fetch failed too: %s", _describe(exc))
+        if not out:
+            raise BusUnavailable(
+                f"cannot fetch for group {self._group!r}: {_describe(error)}"
+            ) from error
+        return out
 
     async def commit(self, deliveries: Sequence[Delivery]) -> None:
         """Commit, per partition, the offset after the highest delivery given."""
@@ -250,23 +290,21 @@ class _KafkaSubscription(Subscription):
         await _quietly_stop(self._consumer)
 
 
-async def _read_to_end(consumer: Any, producer: Any, topic: str) -> list[Delivery]:
+async def _read_to_end(
+    consumer: Any, producer: Any, reader: RawReader, topic: str
+) -> list[Delivery]:
     # Checked first: asking for the partitions of a missing topic would auto-create it.
     if topic not in await consumer.topics():
         return []
     # The producer's call waits for the topic's metadata; the consumer's only reads a cache.
     partitions = [TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))]
-    consumer.assign(partitions)
+    starts = await consumer.beginning_offsets(partitions)
     ends = await consumer.end_offsets(partitions)
-    pending = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-    out: list[Delivery] = []
-    while pending:
-        batches = await consumer.getmany(*pending, timeout_ms=500)
-        for tp, messages in batches.items():
-            out.extend(_delivery(m) for m in messages if m.offset < ends[tp])
-        pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-    out.sort(key=lambda d: (d.partition, d.offset))
-    return out
+    return [
+        delivery(tp, record)
+        for tp in partitions
+        for record in await reader.read_range(tp, starts[tp], ends[tp])
+    ]
 
 
 async def _wait_for_leaders(admin: Any, names: list[str]) -> None:
