@@ -42,8 +42,11 @@ class FlakyBus(Bus):
             raise BusUnavailable("broker restarting")
         await self.inner.publish(records)
 
-    async def subscribe(self, group: str, topics: Sequence[str]) -> Subscription:
-        return _FlakySubscription(self, await self.inner.subscribe(group, topics))
+    async def subscribe(self, group: str, topics: Sequence[str], owner: str = "") -> Subscription:
+        return _FlakySubscription(self, await self.inner.subscribe(group, topics, owner))
+
+    async def committed(self, group: str, topic: str) -> dict[int, tuple[int, str]]:
+        return await self.inner.committed(group, topic)
 
     async def read_all(self, topic: str) -> list[Delivery]:
         return await self.inner.read_all(topic)

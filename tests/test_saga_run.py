@@ -87,9 +87,9 @@ def bus_url(request: pytest.FixtureRequest) -> str:
     return "embedded:bus.db"
 
 
-async def place(root: Path, n: int, bus: str = "embedded:bus.db") -> None:
-    """Start `n` sagas the way an outside producer would: plain JSON CloudEvents on the
-    bus, built from the registry alone (no generated code in this process)."""
+async def place(root: Path, n: int, bus: str = "embedded:bus.db", start_at: int = 0) -> None:
+    """Start `n` sagas (`trip-{start_at}` on) the way an outside producer would: plain JSON
+    CloudEvents on the bus, built from the registry alone (no generated code here)."""
     reg = load_registry(root / "registry" / "saga.yaml")
     first = next(e for s in reg.services for e in s.initiates)
     envs = [
@@ -99,7 +99,7 @@ async def place(root: Path, n: int, bus: str = "embedded:bus.db") -> None:
             saga_id=f"trip-{i}",
             data=json.dumps(payload(reg, first, f"trip-{i}")).encode(),
         )
-        for i in range(n)
+        for i in range(start_at, start_at + n)
     ]
     async with bus_object(root, bus) as b:
         await b.ensure_topics([TopicSpec(reg.events_topic.name, reg.events_topic.partitions)])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from saga_registry.cli.databases import db_group
 from saga_registry.cli.init import init
 from saga_registry.cli.ops import sagas, trace
 from saga_registry.cli.options import package_option
@@ -167,6 +168,7 @@ def codegen(
 main.add_command(init)
 main.add_command(run)
 main.add_command(dlq)
+main.add_command(db_group)
 main.add_command(start)
 main.add_command(sagas)
 main.add_command(trace)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from saga_registry.engine.bus import Bus, TopicSpec
 from saga_registry.engine.buses import bus_from_url
 from saga_registry.engine.config import Settings
+from saga_registry.engine.custody import claim
 from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.deadletter import one_line
 from saga_registry.engine.errors import ConfigError
@@ -50,7 +51,8 @@ class Application:
         self.services: list[RunningService] = []
 
     async def start(self) -> None:
-        """Load, check and connect everything; raises an `EngineError` on a user mistake."""
+        """Load, check and connect everything; raises an `EngineError` on a user mistake,
+        and `DatabaseMismatch` for a database that is not its group's (`custody`)."""
         if self.registry is None:
             try:
                 self.registry = load_registry(self.settings.registry)
@@ -92,6 +94,7 @@ class Application:
                 on_committed=relay.wake,
             )
             self.services.append(RunningService(service, runner, relay, DeadlineTimers(runner), db))
+            runner.owner = await claim(db, self.bus, name, runner.group, runner.topic)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every part until `stop` is set; one part failing stops all of them.

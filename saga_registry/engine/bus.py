@@ -9,7 +9,8 @@ Two implementations keep the same contract (`engine/buses/`): `KafkaBus` on aiok
 - A subscription belongs to a consumer group. Each group reads every record of its topics
   at least once, per partition in offset order, starting from the group's committed offset
   (from the beginning for a new group). `commit` stores, per partition, the offset after
-  the last delivery given; deliveries not committed are delivered again after a restart.
+  the last delivery given, with the subscription's owner label; deliveries not committed
+  are delivered again after a restart.
 - Nothing connects before `start()`; `stop()` is idempotent. Both work as `async with`.
 """
 
@@ -101,8 +102,14 @@ class Bus(abc.ABC):
         """Append records durably; per key, in the order given."""
 
     @abc.abstractmethod
-    async def subscribe(self, group: str, topics: Sequence[str]) -> Subscription:
-        """Join consumer group `group` on `topics`."""
+    async def subscribe(self, group: str, topics: Sequence[str], owner: str = "") -> Subscription:
+        """Join consumer group `group` on `topics`; every offset the subscription commits
+        is stored with `owner` (the identity of the database that handled the records)."""
+
+    @abc.abstractmethod
+    async def committed(self, group: str, topic: str) -> dict[int, tuple[int, str]]:
+        """The offsets group `group` committed on `topic`: partition -> (offset after the
+        last record handled, owner given at that commit). Empty if it never committed."""
 
     @abc.abstractmethod
     async def read_all(self, topic: str) -> list[Delivery]:

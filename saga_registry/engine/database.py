@@ -177,6 +177,23 @@ async def _create_pg_database(url: URL) -> None:
         await admin.dispose()
 
 
+# SQLite's words for a damaged file or failing storage, and PostgreSQL's SQLSTATEs for
+# the same (XX001 data_corrupted, XX002 index_corrupted, 58030 io_error).
+_SQLITE_DAMAGE = ("database disk image is malformed", "file is not a database", "disk i/o error")
+_PG_DAMAGE = {"XX001", "XX002", "58030"}
+
+
+def damage(exc: BaseException) -> str | None:
+    """Why `exc` says the database itself is damaged or its storage failing, or None
+    (a passing outage, a constraint a reaction broke, anything else)."""
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    message = _reason(exc)
+    if code in _PG_DAMAGE or any(words in message.lower() for words in _SQLITE_DAMAGE):
+        return message
+    return None
+
+
 def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text_ = str(orig).strip().splitlines()

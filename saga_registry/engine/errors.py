@@ -26,3 +26,9 @@ class ForbiddenEmit(EngineError):
 
 class DatabaseUnavailable(EngineError):
     """A service's database cannot be opened or reached."""
+
+
+class DatabaseDamaged(EngineError):
+    """A service's database is damaged or its storage fails (a malformed file, an I/O
+    error): not a passing outage and not a reaction's fault. The service stops; nothing is
+    retried, dead-lettered or committed for it."""

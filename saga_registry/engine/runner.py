@@ -36,13 +36,15 @@ from saga_registry.engine.batch import (
     skip_row,
 )
 from saga_registry.engine.bus import Bus, Delivery, Subscription
-from saga_registry.engine.database import Database
+from saga_registry.engine.custody import group_name, record_positions
+from saga_registry.engine.database import Database, damage
 from saga_registry.engine.deadletter import dead_letter, one_line
 from saga_registry.engine.deadlines import DeadlineArming, PendingTimers
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import (
     BadEnvelope,
     BusUnavailable,
+    DatabaseDamaged,
     DatabaseUnavailable,
     ForbiddenEmit,
 )
@@ -101,7 +103,7 @@ class ServiceRunner:
         self.settings = settings or RunnerSettings()
         self.metrics = metrics or Metrics()
         self.machine = SagaMachine(registry)
-        self.group = f"{registry.name}.{self.name}"
+        self.group = group_name(registry, self.name)
         self.topic = registry.events_topic.name
         self.dead_letter_topic = registry.dead_letter_topic.name
         self.source = f"saga/{registry.name}/{self.name}"
@@ -117,6 +119,8 @@ class ServiceRunner:
         self.initiates = spec.initiates
         self._on_committed = on_committed or (lambda: None)
         self._subscription: Subscription | None = None
+        self.owner = ""
+        """The database's identity, stored with every committed offset (`custody`)."""
         # Generated bases subclass ServiceBase; a class written by hand may not, and
         # then has no `answer` to give.
         if isinstance(service, ServiceBase):
@@ -133,7 +137,7 @@ class ServiceRunner:
             subscription = None
             try:
                 subscription = self._subscription = await self.bus.subscribe(
-                    self.group, [self.topic]
+                    self.group, [self.topic], self.owner
                 )
                 while not stop.is_set():
                     batch = await subscription.fetch(
@@ -141,11 +145,14 @@ class ServiceRunner:
                     )
                     if batch:
                         await self.handle_batch(batch)
+                        # The database's mark first: it must never be behind the bus.
+                        await record_positions(self.db, batch)
                         await subscription.commit(batch)
                     pause = self.settings.backoff_s
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the loop must outlive any outage
+                self._stop_if_damaged(exc)
                 self.metrics.inc("consumer_errors", self.name)
                 log.warning(
                     "%s: consumer error, resubscribing in %.2gs: %s",
@@ -217,11 +224,13 @@ class ServiceRunner:
             except Parked as exc:
                 await self._dead_letter(delivery, exc, attempts=0)
                 return "dead"
-            except _INFRASTRUCTURE:
+            except _INFRASTRUCTURE as exc:
                 # The database or the bus is away: not the reaction's fault. The consumer
                 # loop pauses and resubscribes; nothing is dead-lettered or parked for it.
+                self._stop_if_damaged(exc)
                 raise
             except Exception as exc:  # any reaction error is retried, then parked
+                self._stop_if_damaged(exc)
                 if attempt >= self.settings.max_attempts:
                     log.warning(
                         "%s: %s %s of saga %s failed %d times, dead-lettered: %s: %s",
@@ -241,6 +250,18 @@ class ServiceRunner:
                 )
                 self.metrics.inc("retried", self.name)
                 await asyncio.sleep(delay)
+
+    def _stop_if_damaged(self, exc: Exception) -> None:
+        """Raise `DatabaseDamaged` if `exc` says the database is damaged: retrying cannot
+        help, and dead-lettering would blame the event. It ends the runner's loop."""
+        if isinstance(exc, DatabaseDamaged):
+            raise exc
+        why = damage(exc)
+        if why is not None:
+            where = self.db.url.render_as_string(hide_password=True)
+            raise DatabaseDamaged(
+                f"{self.name}: database {where} is damaged, stopping: {why}"
+            ) from exc
 
     def decode(self, envelope: Envelope) -> Any:
         """The typed event of `envelope`; raises `BadEnvelope` if it is not one."""

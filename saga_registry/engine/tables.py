@@ -110,3 +110,26 @@ parked = Table(
 )
 """Sagas whose event failed every retry here: their later events wait in the dead-letter
 topic too, so that a replay applies them in order."""
+
+identity = Table(
+    "saga_identity",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("service", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    # The owner label the bus may still carry for this database: set when a database is
+    # adopted on purpose (`saga db adopt`), until its own commits replace the label.
+    Column("accepts", String(64), nullable=True),
+)
+"""This database's identity (one row): the owner label of every offset its service
+commits, so that a database that is not the group's is noticed at start."""
+
+positions = Table(
+    "saga_positions",
+    metadata,
+    Column("topic", String(255), primary_key=True),
+    Column("log_partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)
+"""The high-water mark: per partition, the offset after the last record this database
+has handled (written before the offset is committed on the bus, so never behind it)."""

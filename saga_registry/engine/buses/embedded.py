@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS group_offsets (
     topic TEXT NOT NULL,
     "partition" INTEGER NOT NULL,
     next_offset INTEGER NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
     PRIMARY KEY ("group", topic, "partition")
 ) WITHOUT ROWID;
 """
@@ -146,6 +147,9 @@ class EmbeddedBus(Bus):
                 raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL is needed")
             conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(group_offsets)")}
+            if "owner" not in columns:  # a log made by an older version
+                conn.execute("ALTER TABLE group_offsets ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         except BaseException:
             conn.close()
             raise
@@ -220,10 +224,21 @@ class EmbeddedBus(Bus):
         row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
         return int(row[0])
 
-    async def subscribe(self, group: str, topics: Sequence[str]) -> Subscription:
+    async def subscribe(self, group: str, topics: Sequence[str], owner: str = "") -> Subscription:
         """A subscription of `group` to `topics` (topics may be created later)."""
         self._connection()
-        return _EmbeddedSubscription(self, group, tuple(topics))
+        return _EmbeddedSubscription(self, group, tuple(topics), owner)
+
+    async def committed(self, group: str, topic: str) -> dict[int, tuple[int, str]]:
+        """The group's committed offsets on `topic`, with their owners."""
+        rows = await self._read(
+            lambda c: c.execute(
+                'SELECT "partition", next_offset, owner FROM group_offsets'
+                ' WHERE "group" = ? AND topic = ?',
+                (group, topic),
+            ).fetchall()
+        )
+        return {int(p): (int(n), str(o)) for p, n, o in rows}
 
     async def read_all(self, topic: str) -> list[Delivery]:
         """Every record of `topic`, by partition then offset; touches no group offset."""
@@ -299,10 +314,11 @@ class _EmbeddedSubscription(Subscription):
     subscription starts again from the committed offsets.
     """
 
-    def __init__(self, bus: EmbeddedBus, group: str, topics: tuple[str, ...]) -> None:
+    def __init__(self, bus: EmbeddedBus, group: str, topics: tuple[str, ...], owner: str) -> None:
         self._bus = bus
         self._group = group
         self._topics = topics
+        self._owner = owner
         self._positions: dict[tuple[str, int], int] = {}
         self._turn = 0
         self._closed = False
@@ -367,12 +383,15 @@ class _EmbeddedSubscription(Subscription):
             nexts[place] = max(nexts.get(place, 0), d.offset + 1)
         if not nexts:
             return
-        rows = [(self._group, topic, partition, n) for (topic, partition), n in nexts.items()]
+        rows = [
+            (self._group, topic, partition, n, self._owner)
+            for (topic, partition), n in nexts.items()
+        ]
         await self._bus._write(
             lambda c: c.executemany(
-                'INSERT INTO group_offsets ("group", topic, "partition", next_offset)'
-                ' VALUES (?, ?, ?, ?) ON CONFLICT ("group", topic, "partition")'
-                " DO UPDATE SET next_offset = excluded.next_offset",
+                'INSERT INTO group_offsets ("group", topic, "partition", next_offset, owner)'
+                ' VALUES (?, ?, ?, ?, ?) ON CONFLICT ("group", topic, "partition")'
+                " DO UPDATE SET next_offset = excluded.next_offset, owner = excluded.owner",
                 rows,
             )
         )

@@ -168,8 +168,9 @@ class KafkaBus(Bus):
             if isinstance(result, BaseException):
                 raise BusUnavailable(f"cannot publish to Kafka: {_describe(result)}") from result
 
-    async def subscribe(self, group: str, topics: Sequence[str]) -> Subscription:
-        """Join consumer group `group` on `topics` (from the beginning if it is new)."""
+    async def subscribe(self, group: str, topics: Sequence[str], owner: str = "") -> Subscription:
+        """Join consumer group `group` on `topics` (from the beginning if it is new); the
+        owner travels as each committed offset's metadata."""
         self._started()
         consumer = AIOKafkaConsumer(
             *topics,
@@ -180,10 +181,30 @@ class KafkaBus(Bus):
         )
         await self._connect(consumer, f"join group {group!r} on")
         subscription = _KafkaSubscription(
-            consumer, group, self._subscriptions, self._client_options()
+            consumer, group, self._subscriptions, self._client_options(), owner
         )
         self._subscriptions.add(subscription)
         return subscription
+
+    async def committed(self, group: str, topic: str) -> dict[int, tuple[int, str]]:
+        """The group's committed offsets on `topic`, with the metadata stored with them."""
+        admin = AIOKafkaAdminClient(**self._client_options())
+        await self._connect(admin)
+        try:
+            async with asyncio.timeout(_WAIT_S):
+                offsets = await admin.list_consumer_group_offsets(group)
+        except _FAILURES as exc:
+            raise BusUnavailable(
+                f"cannot read the offsets of group {group!r} on Kafka at {self.bootstrap}: "
+                f"{_describe(exc)}"
+            ) from exc
+        finally:
+            await _quietly_stop(admin)
+        return {
+            tp.partition: (int(om.offset), om.metadata or "")
+            for tp, om in offsets.items()
+            if tp.topic == topic and om.offset >= 0
+        }
 
     async def read_all(self, topic: str) -> list[Delivery]:
         """Every record in `topic` up to its end when called, by partition then offset.
@@ -216,11 +237,13 @@ class _KafkaSubscription(Subscription):
         group: str,
         registry: set[_KafkaSubscription],
         options: dict[str, Any],
+        owner: str,
     ) -> None:
         self._consumer = consumer
         self._group = group
         self._registry = registry
         self._options = options
+        self._owner = owner
 
     async def fetch(self, max_records: int = 500, timeout_s: float = 0.5) -> list[Delivery]:
         """The next records, grouped by partition, each partition in offset order.
@@ -274,7 +297,7 @@ class _KafkaSubscription(Subscription):
         for d in deliveries:
             tp = TopicPartition(d.record.topic, d.partition)
             if tp not in offsets or offsets[tp].offset <= d.offset:
-                offsets[tp] = OffsetAndMetadata(d.offset + 1, "")
+                offsets[tp] = OffsetAndMetadata(d.offset + 1, self._owner)
         if not offsets:
             return
         try:
