@@ -6,6 +6,7 @@ Copied into a generated test project and imported there (it reads that project's
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import re
@@ -70,6 +71,8 @@ def make(name: str) -> type:
         async def react(self: Any, event: Any, ctx: Any, _emits: Any = emits) -> Any:
             if name in os.environ.get("AUTOREACT_FAIL", "").split(","):
                 raise RuntimeError(f"{name} is broken (AUTOREACT_FAIL)")
+            if name in os.environ.get("AUTOREACT_HANG", "").split(","):
+                await asyncio.sleep(3600)  # a reaction stuck on a dead remote call
             if not _emits:
                 return None
             data = payload(registry, _emits[0], ctx.saga_id)

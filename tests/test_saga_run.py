@@ -48,7 +48,7 @@ def make_project(tmp_path: Path) -> Path:
 
 
 def start(
-    root: Path, *args: str, bus: str = "embedded:bus.db", fail: str = ""
+    root: Path, *args: str, bus: str = "embedded:bus.db", fail: str = "", hang: str = ""
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -56,6 +56,7 @@ def start(
         "SAGA_LOG_LEVEL": "WARNING",
         "SAGA_BUS": bus,
         "AUTOREACT_FAIL": fail,
+        "AUTOREACT_HANG": hang,
     }
     return subprocess.Popen(
         [*SAGA, "run", "--db", "sqlite:///dbs/{service}.db", *args],
@@ -220,6 +221,28 @@ def test_run_keeps_trying_to_reach_the_bus_for_wait_for_bus_seconds(tmp_path: Pa
     lines = result.stderr.strip().splitlines()
     assert "trying again for" in lines[0], result.stderr
     assert lines[-1].startswith("error: cannot reach Kafka at 127.0.0.1:1"), result.stderr
+
+
+def test_sigterm_ends_a_service_within_its_bound_even_when_a_reaction_hangs(
+    tmp_path: Path,
+) -> None:
+    root = make_project(tmp_path)
+    proc = start(root, hang="Billing")
+    try:
+        asyncio.run(place(root, 3))
+        while len(states(root, "Booking")) < 3:
+            time.sleep(0.1)
+        time.sleep(3)  # by now Billing is inside its reaction, for an hour
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert took < 10, f"took {took:.1f} s after SIGTERM"
+    assert "did not stop within" in err, err
+    assert proc.returncode != 0
 
 
 def test_missing_reaction_is_refused_at_start(tmp_path: Path) -> None:

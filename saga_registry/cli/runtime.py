@@ -107,18 +107,32 @@ def run(
         sys.exit(130)
 
 
+STOP_GRACE_S = 7.0
+"""How long SIGINT/SIGTERM lets the services finish; with closing, under 10 s in all."""
+
+
 async def _run(settings: Settings, wait_s: float) -> None:
     app = Application(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     current = asyncio.current_task()
 
-    def on_signal() -> None:
-        # First signal: finish the batch in hand and drain. Second: stop now; what was
-        # in flight is left uncommitted and will be delivered again.
-        if stop.is_set() and current is not None:
+    def stop_now(message: str) -> None:
+        if current is not None and not current.done():
+            click.echo(f"saga run: {message}", err=True)
             current.cancel()
+
+    def on_signal() -> None:
+        # First signal: finish the batch in hand and drain, for at most STOP_GRACE_S (a
+        # reaction or a broker may never answer). Second signal, or the grace spent: stop
+        # now; what was in flight is left uncommitted and will be delivered again.
+        if stop.is_set():
+            stop_now("second signal")
+            return
         stop.set()
+        loop.call_later(
+            STOP_GRACE_S, stop_now, f"did not stop within {STOP_GRACE_S:g} s of the signal"
+        )
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)

@@ -125,15 +125,18 @@ class Application:
                     error = None if task.cancelled() else task.exception()
                     if error is not None:
                         raise error
-        finally:
+        except asyncio.CancelledError:
+            # Told to stop at once: the work in hand is abandoned, uncommitted (it is
+            # delivered again), and no hook or drain may hold the process.
             stop.set()
-            await asyncio.gather(*workers, return_exceptions=True)
-            # Before the drain: what a service's background work answers while it
-            # stops is still published.
-            for s in reversed(started):
-                await _stop_hook(s)
-            drain.set()
-            await asyncio.gather(*relays, return_exceptions=True)
+            for task in (*workers, *relays):
+                task.cancel()
+            await asyncio.gather(*workers, *relays, return_exceptions=True)
+            raise
+        except BaseException:
+            await _finish(stop, workers, relays, started, drain)
+            raise
+        await _finish(stop, workers, relays, started, drain)
 
     async def stop(self) -> None:
         """Close databases and the bus; idempotent."""
@@ -144,6 +147,24 @@ class Application:
         self.services.clear()
         if self.bus is not None:
             await self.bus.stop()
+
+
+async def _finish(
+    stop: asyncio.Event,
+    workers: list[asyncio.Task[None]],
+    relays: list[asyncio.Task[None]],
+    started: list[RunningService],
+    drain: asyncio.Event,
+) -> None:
+    """Stop the consumers and timers, then the services' own work, then drain the relays."""
+    stop.set()
+    await asyncio.gather(*workers, return_exceptions=True)
+    # Before the drain: what a service's background work answers while it stops is
+    # still published.
+    for s in reversed(started):
+        await _stop_hook(s)
+    drain.set()
+    await asyncio.gather(*relays, return_exceptions=True)
 
 
 # A class written by hand, not on a generated base, may not be a ServiceBase: no hooks.

@@ -38,6 +38,8 @@ _REQUEST_TIMEOUT_MS = 10_000
 _CONNECT_TIMEOUT_S = 15.0
 # How long read_all and ensure_topics wait for the broker before giving up.
 _WAIT_S = 30.0
+# How long closing one client may take before it is abandoned.
+_STOP_S = 2.0
 # Errors that mean "the broker cannot be reached or used right now".
 _FAILURES = (KafkaError, OSError, asyncio.TimeoutError)
 
@@ -301,7 +303,9 @@ class _KafkaSubscription(Subscription):
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
+            # aiokafka retries a commit for as long as the coordinator is away.
+            async with asyncio.timeout(_REQUEST_TIMEOUT_MS / 1000):
+                await self._consumer.commit(offsets)
         except _FAILURES as exc:
             raise BusUnavailable(
                 f"cannot commit for group {self._group!r}: {_describe(exc)}"
@@ -360,12 +364,14 @@ def _delivery(message: ConsumerRecord) -> Delivery:
 
 
 async def _quietly_stop(client: Any) -> None:
-    # Stopping is cleanup: a broker that went away must not turn it into a second error.
+    # Stopping is cleanup: a broker that went away must not turn it into a second error,
+    # nor hold the process (a producer flushing to no broker waits for ever).
     with contextlib.suppress(*_FAILURES):
-        if isinstance(client, AIOKafkaAdminClient):
-            await client.close()
-        else:
-            await client.stop()
+        async with asyncio.timeout(_STOP_S):
+            if isinstance(client, AIOKafkaAdminClient):
+                await client.close()
+            else:
+                await client.stop()
 
 
 @contextlib.contextmanager
