@@ -11,6 +11,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,15 @@ from saga_registry.engine.errors import DatabaseDamaged
 from saga_registry.engine.runner import ServiceRunner
 from saga_registry.registry import load_registry
 from tests.runtime_kit import FAST, ev, event, fresh_registry, publish, scripted
-from tests.test_saga_run import ROOT, SAGA, make_project, place, start, wait_terminal
+from tests.test_saga_run import (
+    ROOT,
+    SAGA,
+    make_project,
+    place,
+    start,
+    states,
+    wait_terminal,
+)
 
 DBS = "sqlite:///dbs/{service}.db"
 
@@ -173,3 +182,37 @@ def test_half_truncated_database_with_its_wal_left_is_refused(tmp_path: Path) ->
     os.truncate(billing, billing.stat().st_size // 2)
     line = refused(root, "embedded:bus.db")
     assert "billing.db of Billing is damaged: database disk image is malformed" in line, line
+
+
+def test_a_replica_on_its_own_database_stops_when_given_anothers_partitions(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    bus_url = f"kafka://{kafka_bootstrap}"
+    root = make_project(tmp_path)
+    # Both start before anything is consumed, so both pass the check at start; how the
+    # group then splits the partitions between them is up to Kafka.
+    main = start(root, bus=bus_url)
+    replica = start(root, "Billing", "--db", "sqlite:///replica/{service}.db", bus=bus_url)
+    try:
+        time.sleep(8)  # both joined the group
+        asyncio.run(place(root, 24, bus_url))
+        deadline = time.monotonic() + 60
+        while replica.poll() is None and len(states(root, "Booking")) < 24:
+            assert time.monotonic() < deadline, "the sagas did not start"
+            time.sleep(0.2)
+        time.sleep(5)
+        if replica.poll() is not None:
+            survivor = replica  # it joined late, and was given partitions main had read
+        elif states(root, "Billing"):
+            survivor = replica  # both read some partitions: main dies, the replica gets its
+            main.kill()
+        else:
+            survivor = main  # the replica read them all: it dies, main gets them
+            replica.kill()
+        _, err = survivor.communicate(timeout=90)
+    finally:
+        for proc in (main, replica):
+            if proc.poll() is None:
+                proc.kill()
+    assert survivor.returncode == 1, err
+    assert "replicas of a service must share one database" in err.strip().splitlines()[-1]

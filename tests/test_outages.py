@@ -10,7 +10,7 @@ from pathlib import Path
 import orders.events as ev
 from sqlalchemy import func, select
 
-from saga_registry.engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
+from saga_registry.engine.bus import Bus, Delivery, Owner, Record, Subscription, TopicSpec
 from saga_registry.engine.buses import EmbeddedBus
 from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.errors import BusUnavailable
@@ -42,7 +42,9 @@ class FlakyBus(Bus):
             raise BusUnavailable("broker restarting")
         await self.inner.publish(records)
 
-    async def subscribe(self, group: str, topics: Sequence[str], owner: str = "") -> Subscription:
+    async def subscribe(
+        self, group: str, topics: Sequence[str], owner: Owner | None = None
+    ) -> Subscription:
         return _FlakySubscription(self, await self.inner.subscribe(group, topics, owner))
 
     async def committed(self, group: str, topic: str) -> dict[int, tuple[int, str]]:

@@ -17,7 +17,7 @@ Two implementations keep the same contract (`engine/buses/`): `KafkaBus` on aiok
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -50,6 +50,20 @@ class Record:
             if k == name:
                 return v
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who commits a group's offsets: the identity of the database that handled the
+    records, and the one earlier label it accepts as its own (after an adoption)."""
+
+    id: str = ""
+    accepts: str | None = None
+
+    def strangers(self, labels: Iterable[str]) -> list[str]:
+        """The labels that are neither this owner's nor accepted by it (a blank label is
+        from before owners were recorded, and passes)."""
+        return sorted({x for x in labels if x and x not in (self.id, self.accepts)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +116,12 @@ class Bus(abc.ABC):
         """Append records durably; per key, in the order given."""
 
     @abc.abstractmethod
-    async def subscribe(self, group: str, topics: Sequence[str], owner: str = "") -> Subscription:
+    async def subscribe(
+        self, group: str, topics: Sequence[str], owner: Owner | None = None
+    ) -> Subscription:
         """Join consumer group `group` on `topics`; every offset the subscription commits
-        is stored with `owner` (the identity of the database that handled the records)."""
+        is stored with `owner.id`. With an `owner`, fetching from a partition whose
+        committed offset another owner stored raises `DatabaseMismatch` instead."""
 
     @abc.abstractmethod
     async def committed(self, group: str, topic: str) -> dict[int, tuple[int, str]]:

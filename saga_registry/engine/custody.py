@@ -23,9 +23,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine import tables
-from saga_registry.engine.bus import Bus, Delivery
+from saga_registry.engine.bus import Bus, Delivery, Owner
 from saga_registry.engine.database import Database, damage
-from saga_registry.engine.errors import DatabaseDamaged, DatabaseUnavailable, EngineError
+from saga_registry.engine.errors import DatabaseDamaged, DatabaseMismatch, DatabaseUnavailable
 from saga_registry.registry.model import Registry
 
 log = logging.getLogger("saga.custody")
@@ -36,11 +36,7 @@ def group_name(registry: Registry, service: str) -> str:
     return f"{registry.name}.{service}"
 
 
-class DatabaseMismatch(EngineError):
-    """The database does not match the group's position on the bus."""
-
-
-async def claim(db: Database, bus: Bus, service: str, group: str, topic: str) -> str:
+async def claim(db: Database, bus: Bus, service: str, group: str, topic: str) -> Owner:
     """`_claim`, with the database's own failures as one-line errors."""
     try:
         return await _claim(db, bus, service, group, topic)
@@ -53,8 +49,8 @@ async def claim(db: Database, bus: Bus, service: str, group: str, topic: str) ->
         ) from None
 
 
-async def _claim(db: Database, bus: Bus, service: str, group: str, topic: str) -> str:
-    """This database's identity, after checking it against `group`'s offsets on `topic`.
+async def _claim(db: Database, bus: Bus, service: str, group: str, topic: str) -> Owner:
+    """This database as the owner of `group`'s offsets, after checking it against them.
 
     A database with no identity gets one if it has handled nothing and the group has
     committed nothing (a new service), or if it holds handled events (made by a version
@@ -90,12 +86,12 @@ async def _claim(db: Database, bus: Bus, service: str, group: str, topic: str) -
             await _raise_marks(conn, topic, {p: o for p, (o, _) in committed.items()})
             if handled:
                 log.info("%s: database %s had no identity; it is now %s", service, where, identity)
-            return identity
-    identity, accepts = row.id, row.accepts
-    strangers = sorted({o for _, o in committed.values() if o and o not in (identity, accepts)})
+            return Owner(identity)
+    owner = Owner(row.id, row.accepts)
+    strangers = owner.strangers(o for _, o in committed.values())
     if strangers:
         raise DatabaseMismatch(
-            f"database {where} of {service} (identity {identity}) is not the one group "
+            f"database {where} of {service} (identity {owner.id}) is not the one group "
             f"{group!r} consumed {topic} with (offsets committed by {', '.join(strangers)}):"
             " replicas of a service must share one database; if this database is meant to"
             f" take over, say so: saga db adopt {service}"
@@ -110,7 +106,7 @@ async def _claim(db: Database, bus: Bus, service: str, group: str, topic: str) -
             f" handled up to offset {mark} here but {offset} on the bus (restored from an"
             f" older copy, or writes lost); to start from it on purpose: saga db adopt {service}"
         )
-    return str(identity)
+    return owner
 
 
 async def adopt(db: Database, bus: Bus, service: str, group: str, topic: str) -> str:

@@ -28,6 +28,11 @@ class DatabaseUnavailable(EngineError):
     """A service's database cannot be opened or reached."""
 
 
+class DatabaseMismatch(EngineError):
+    """A service's database is not the one its consumer group's position on the bus was
+    reached with (emptied, replaced, restored from an older copy, another replica's)."""
+
+
 class DatabaseDamaged(EngineError):
     """A service's database is damaged or its storage fails (a malformed file, an I/O
     error): not a passing outage and not a reaction's fault. The service stops; nothing is

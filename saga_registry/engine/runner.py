@@ -35,7 +35,7 @@ from saga_registry.engine.batch import (
     log_not_allowed,
     skip_row,
 )
-from saga_registry.engine.bus import Bus, Delivery, Subscription
+from saga_registry.engine.bus import Bus, Delivery, Owner, Subscription
 from saga_registry.engine.custody import group_name, record_positions
 from saga_registry.engine.database import Database, damage
 from saga_registry.engine.deadletter import dead_letter, one_line
@@ -45,6 +45,7 @@ from saga_registry.engine.errors import (
     BadEnvelope,
     BusUnavailable,
     DatabaseDamaged,
+    DatabaseMismatch,
     DatabaseUnavailable,
     ForbiddenEmit,
 )
@@ -119,8 +120,8 @@ class ServiceRunner:
         self.initiates = spec.initiates
         self._on_committed = on_committed or (lambda: None)
         self._subscription: Subscription | None = None
-        self.owner = ""
-        """The database's identity, stored with every committed offset (`custody`)."""
+        self.owner: Owner | None = None
+        """The database as the owner of the group's offsets (`custody`), if checked."""
         # Generated bases subclass ServiceBase; a class written by hand may not, and
         # then has no `answer` to give.
         if isinstance(service, ServiceBase):
@@ -252,9 +253,10 @@ class ServiceRunner:
                 await asyncio.sleep(delay)
 
     def _stop_if_damaged(self, exc: Exception) -> None:
-        """Raise `DatabaseDamaged` if `exc` says the database is damaged: retrying cannot
-        help, and dead-lettering would blame the event. It ends the runner's loop."""
-        if isinstance(exc, DatabaseDamaged):
+        """Raise `DatabaseDamaged` if `exc` says the database is damaged (and re-raise a
+        `DatabaseMismatch`): retrying cannot help, and dead-lettering would blame the
+        event. It ends the runner's loop."""
+        if isinstance(exc, DatabaseDamaged | DatabaseMismatch):
             raise exc
         why = damage(exc)
         if why is not None:

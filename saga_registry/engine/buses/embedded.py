@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from saga_registry.engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
+from saga_registry.engine.bus import Bus, Delivery, Owner, Record, Subscription, TopicSpec
 from saga_registry.engine.errors import BusUnavailable
 
 _T = TypeVar("_T")
@@ -224,10 +224,12 @@ class EmbeddedBus(Bus):
         row = conn.execute("SELECT partitions FROM topics WHERE name = ?", (topic,)).fetchone()
         return int(row[0])
 
-    async def subscribe(self, group: str, topics: Sequence[str], owner: str = "") -> Subscription:
+    async def subscribe(
+        self, group: str, topics: Sequence[str], owner: Owner | None = None
+    ) -> Subscription:
         """A subscription of `group` to `topics` (topics may be created later)."""
         self._connection()
-        return _EmbeddedSubscription(self, group, tuple(topics), owner)
+        return _EmbeddedSubscription(self, group, tuple(topics), owner or Owner())
 
     async def committed(self, group: str, topic: str) -> dict[int, tuple[int, str]]:
         """The group's committed offsets on `topic`, with their owners."""
@@ -314,7 +316,7 @@ class _EmbeddedSubscription(Subscription):
     subscription starts again from the committed offsets.
     """
 
-    def __init__(self, bus: EmbeddedBus, group: str, topics: tuple[str, ...], owner: str) -> None:
+    def __init__(self, bus: EmbeddedBus, group: str, topics: tuple[str, ...], owner: Owner) -> None:
         self._bus = bus
         self._group = group
         self._topics = topics
@@ -384,7 +386,7 @@ class _EmbeddedSubscription(Subscription):
         if not nexts:
             return
         rows = [
-            (self._group, topic, partition, n, self._owner)
+            (self._group, topic, partition, n, self._owner.id)
             for (topic, partition), n in nexts.items()
         ]
         await self._bus._write(

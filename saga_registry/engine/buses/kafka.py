@@ -27,9 +27,9 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import OffsetAndMetadata
 
-from saga_registry.engine.bus import Bus, Delivery, Record, Subscription, TopicSpec
+from saga_registry.engine.bus import Bus, Delivery, Owner, Record, Subscription, TopicSpec
 from saga_registry.engine.buses.kafka_raw import RawReader, delivery
-from saga_registry.engine.errors import BusUnavailable
+from saga_registry.engine.errors import BusUnavailable, DatabaseMismatch
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,12 @@ class KafkaBus(Bus):
             if isinstance(result, BaseException):
                 raise BusUnavailable(f"cannot publish to Kafka: {_describe(result)}") from result
 
-    async def subscribe(self, group: str, topics: Sequence[str], owner: str = "") -> Subscription:
+    async def subscribe(
+        self, group: str, topics: Sequence[str], owner: Owner | None = None
+    ) -> Subscription:
         """Join consumer group `group` on `topics` (from the beginning if it is new); the
-        owner travels as each committed offset's metadata."""
+        owner travels as each committed offset's metadata, and is checked whenever the
+        group gives this member partitions (a failover, a rebalance)."""
         self._started()
         consumer = AIOKafkaConsumer(
             *topics,
@@ -183,7 +186,7 @@ class KafkaBus(Bus):
         )
         await self._connect(consumer, f"join group {group!r} on")
         subscription = _KafkaSubscription(
-            consumer, group, self._subscriptions, self._client_options(), owner
+            consumer, group, self._subscriptions, self._client_options(), self, owner
         )
         self._subscriptions.add(subscription)
         return subscription
@@ -239,13 +242,16 @@ class _KafkaSubscription(Subscription):
         group: str,
         registry: set[_KafkaSubscription],
         options: dict[str, Any],
-        owner: str,
+        bus: KafkaBus,
+        owner: Owner | None,
     ) -> None:
         self._consumer = consumer
         self._group = group
         self._registry = registry
         self._options = options
+        self._bus = bus
         self._owner = owner
+        self._checked: set[Any] = set()
 
     async def fetch(self, max_records: int = 500, timeout_s: float = 0.5) -> list[Delivery]:
         """The next records, grouped by partition, each partition in offset order.
@@ -261,7 +267,29 @@ class _KafkaSubscription(Subscription):
             raise BusUnavailable(f"subscription of group {self._group!r} is closed") from exc
         except Exception as exc:  # a broker failure, or a record aiokafka cannot decode
             return await self._read_unreadable(exc, max_records)
+        await self._check_owners()
         return [_delivery(message) for messages in batches.values() for message in messages]
+
+    async def _check_owners(self) -> None:
+        """Before anything of partitions newly given to this member is handed out: raise
+        `DatabaseMismatch` if another database committed their offsets (a replica on a
+        database of its own would act on sagas its database never saw)."""
+        assigned = set(self._consumer.assignment())
+        if self._owner is None or assigned <= self._checked:
+            return
+        topics = {tp.topic for tp in assigned}
+        for topic in topics:
+            committed = await self._bus.committed(self._group, topic)
+            mine = {tp.partition for tp in assigned if tp.topic == topic}
+            labels = [owner for p, (_, owner) in committed.items() if p in mine]
+            strangers = self._owner.strangers(labels)
+            if strangers:
+                raise DatabaseMismatch(
+                    f"group {self._group!r} gave this member partitions of {topic} whose "
+                    f"offsets database {', '.join(strangers)} committed, not this one "
+                    f"({self._owner.id}): replicas of a service must share one database"
+                )
+        self._checked = assigned
 
     async def _read_unreadable(self, error: Exception, max_records: int) -> list[Delivery]:
         """After the failed fetch `error`: each assigned partition read raw from the
@@ -299,7 +327,7 @@ class _KafkaSubscription(Subscription):
         for d in deliveries:
             tp = TopicPartition(d.record.topic, d.partition)
             if tp not in offsets or offsets[tp].offset <= d.offset:
-                offsets[tp] = OffsetAndMetadata(d.offset + 1, self._owner)
+                offsets[tp] = OffsetAndMetadata(d.offset + 1, self._owner.id if self._owner else "")
         if not offsets:
             return
         try:
