@@ -269,6 +269,7 @@ class _Builder:
             services=services,
             events=events,
             state_machine=machine,
+            signed_events=bool(saga.get("signed_events", False)),
         )
 
 

@@ -192,6 +192,8 @@ class Registry:
     services: tuple[Service, ...]
     events: tuple[Event, ...]
     state_machine: StateMachine
+    signed_events: bool = False
+    """Whether every event must carry its producer's signature (`engine.signing`)."""
     # Indexes, rebuilt by __post_init__ (also after dataclasses.replace).
     _by_name: dict[str, Event] = field(default_factory=dict, init=False, compare=False, repr=False)
     _consumers: dict[str, list[str]] = field(
