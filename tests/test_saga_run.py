@@ -48,10 +48,16 @@ def make_project(tmp_path: Path) -> Path:
 
 
 def start(
-    root: Path, *args: str, bus: str = "embedded:bus.db", fail: str = "", hang: str = ""
+    root: Path,
+    *args: str,
+    bus: str = "embedded:bus.db",
+    fail: str = "",
+    hang: str = "",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
-    env = {
+    environment = {
         **os.environ,
+        **(env or {}),
         "PYTHONPATH": f"{root}{os.pathsep}{ROOT}",
         "SAGA_LOG_LEVEL": "WARNING",
         "SAGA_BUS": bus,
@@ -61,7 +67,7 @@ def start(
     return subprocess.Popen(
         [*SAGA, "run", "--db", "sqlite:///dbs/{service}.db", *args],
         cwd=root,
-        env=env,
+        env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -3,15 +3,22 @@ signed with a key of its registered producer; keys rotate by id."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from saga_registry.engine.bus import Record
+from saga_registry.engine.buses import EmbeddedBus
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope, ConfigError
 from saga_registry.engine.signing import HEADER, Key, Keyring
+from saga_registry.registry import load_registry
+from tests.autoreact import payload
+from tests.test_saga_run import make_project, saga_cli, start, states, wait_terminal
 
 OMS_OLD = Key("2026-06", b"o" * 32)
 OMS_NEW = Key("2026-12", b"n" * 32)
@@ -122,3 +129,75 @@ def test_malformed_keys_are_one_line_errors(
 def test_a_missing_keys_file_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot read keys file .*nope.json: No such file"):
         Keyring.from_environment(str(tmp_path / "nope.json"))
+
+
+def _signed_project(tmp_path: Path) -> tuple[Path, dict[str, list[dict[str, str]]]]:
+    """The trip project with `signed_events: true`, and a key for each of its services."""
+    root = make_project(tmp_path)
+    path = root / "registry" / "saga.yaml"
+    path.write_text(
+        path.read_text().replace(
+            "  key: booking_id\n", "  key: booking_id\n  signed_events: true\n"
+        )
+    )
+    reg = load_registry(path)
+    assert reg.signed_events
+    keys = {s.name: [{"id": "k1", "secret": f"{s.name}-secret-{'x' * 16}"}] for s in reg.services}
+    return root, keys
+
+
+async def _publish(root: Path, records: list[Record]) -> None:
+    async with EmbeddedBus(root / "bus.db") as bus:
+        await bus.publish(records)
+
+
+def test_only_events_signed_by_their_producer_start_sagas(tmp_path: Path) -> None:
+    root, keys = _signed_project(tmp_path)
+    reg = load_registry(root / "registry" / "saga.yaml")
+    first = next(s for s in reg.services if s.initiates)
+    event = first.initiates[0]
+    keyring = Keyring(
+        {name: [Key(k["id"], k["secret"].encode()) for k in ks] for name, ks in keys.items()}
+    )
+    wrong = next(s.name for s in reg.services if s.name != first.name)
+
+    def trip(n: int) -> Record:
+        data = json.dumps(payload(reg, event, f"trip-{n}")).encode()
+        env = Envelope.new(type=event, source="tests", saga_id=f"trip-{n}", data=data)
+        return env.to_record(reg.events_topic.name)
+
+    proc = start(root, env={"SAGA_KEYS": json.dumps(keys)})
+    try:
+        asyncio.run(
+            _publish(
+                root,
+                [
+                    keyring.sign(first.name, trip(0)),  # signed by its producer
+                    trip(1),  # unsigned, as from any client
+                    keyring.sign(wrong, trip(2)),  # signed by another service
+                ],
+            )
+        )
+        ended = wait_terminal(root, 1)
+        time.sleep(2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert set(ended) == {"trip-0"}, ended
+    listed = saga_cli(root, "embedded:bus.db", "dlq", "list")
+    errors = {line.split("\t")[2]: line for line in listed.stdout.splitlines()}
+    assert "unsigned event" in errors["trip-1"], listed.stdout
+    assert f"wrong signature: not signed by {first.name}'s key 'k1'" in errors["trip-2"]
+    assert states(root, first.name).keys() == {"trip-0"}
+
+
+def test_a_signed_registry_without_keys_is_refused_in_one_line(tmp_path: Path) -> None:
+    root, keys = _signed_project(tmp_path)
+    del keys["Billing"]
+    proc = start(root, env={"SAGA_KEYS": json.dumps(keys)})
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    lines = err.strip().splitlines()
+    assert (
+        len(lines) == 1 and "wants signed events" in lines[0] and "no key for Billing" in lines[0]
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from saga_registry.engine.bus import Bus, TopicSpec
@@ -20,6 +21,7 @@ from saga_registry.engine.metrics import Metrics
 from saga_registry.engine.relay import OutboxRelay
 from saga_registry.engine.runner import ServiceRunner
 from saga_registry.engine.service import ServiceBase
+from saga_registry.engine.signing import Keyring
 from saga_registry.engine.timers import DeadlineTimers
 from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.model import Registry
@@ -69,6 +71,7 @@ class Application:
             dict(self.settings.options),
             allow_stubs=self.settings.allow_stubs,
         )
+        keyring = _keyring(reg, names) if reg.signed_events else None
         if self.bus is None:
             self.bus = bus_from_url(self.settings.bus, kafka_options=self.settings.kafka)
         await self.bus.start()
@@ -94,6 +97,7 @@ class Application:
                 on_committed=relay.wake,
             )
             self.services.append(RunningService(service, runner, relay, DeadlineTimers(runner), db))
+            runner.keyring = keyring
             runner.owner = await claim(db, self.bus, name, runner.group, runner.topic)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -147,6 +151,22 @@ class Application:
         self.services.clear()
         if self.bus is not None:
             await self.bus.stop()
+
+
+def _keyring(registry: Registry, names: Sequence[str]) -> Keyring:
+    """The keys of the environment, which must hold one for each service in `names` (to
+    sign) and for each producer of an event they react to (to verify)."""
+    keyring = Keyring.from_environment()
+    needed = set(names) | {
+        registry.event(r.event).producer for n in names for r in registry.service(n).reactions
+    }
+    missing = sorted(needed - keyring.services())
+    if missing:
+        raise ConfigError(
+            f"registry {registry.path} wants signed events, but SAGA_KEYS_FILE / SAGA_KEYS "
+            f"has no key for {', '.join(missing)}"
+        )
+    return keyring
 
 
 async def _finish(

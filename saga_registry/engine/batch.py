@@ -73,7 +73,7 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
     if any(d.record.size() > limit for d in batch):
         raise NeedsOneByOne  # dead-lettered there, unread
     try:
-        items = [(d, env, runner.decode(env)) for d in batch for env in (envelope_of(d),)]
+        items = [(d, *runner.read(d)) for d in batch]
     except BadEnvelope:
         raise NeedsOneByOne from None
     now = time.time()

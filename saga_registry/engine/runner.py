@@ -54,6 +54,7 @@ from saga_registry.engine.metrics import Metrics
 from saga_registry.engine.parking import Parked, is_parked, park
 from saga_registry.engine.reaction import DeliveryContext, inside_reaction, outside_reactions
 from saga_registry.engine.service import Effects, ServiceBase
+from saga_registry.engine.signing import Keyring
 from saga_registry.registry.model import Registry
 
 log = logging.getLogger("saga.runner")
@@ -120,6 +121,8 @@ class ServiceRunner:
         self.initiates = spec.initiates
         self._on_committed = on_committed or (lambda: None)
         self._subscription: Subscription | None = None
+        self.keyring: Keyring | None = None
+        """The keys that sign and verify events, when the registry wants them signed."""
         self.owner: Owner | None = None
         """The database as the owner of the group's offsets (`custody`), if checked."""
         # Generated bases subclass ServiceBase; a class written by hand may not, and
@@ -207,8 +210,7 @@ class ServiceRunner:
             await self._dead_letter(delivery, too_large, attempts=0, keep_bytes=_KEEP_BYTES)
             return "dead"
         try:
-            envelope = envelope_of(delivery)
-            event = self.decode(envelope)
+            envelope, event = self.read(delivery)
         except BadEnvelope as exc:
             await self._dead_letter(delivery, exc, attempts=0)
             return "dead"
@@ -264,6 +266,15 @@ class ServiceRunner:
             raise DatabaseDamaged(
                 f"{self.name}: database {where} is damaged, stopping: {why}"
             ) from exc
+
+    def read(self, delivery: Delivery) -> tuple[Envelope, Any]:
+        """The envelope and the typed event `delivery` carries, its signature checked
+        when the registry wants signed events; raises `BadEnvelope` saying what is wrong."""
+        envelope = envelope_of(delivery)
+        event = self.decode(envelope)
+        if self.keyring is not None:
+            self.keyring.verify(self.registry.event(envelope.type).producer, delivery.record)
+        return envelope, event
 
     def decode(self, envelope: Envelope) -> Any:
         """The typed event of `envelope`; raises `BadEnvelope` if it is not one."""
@@ -419,6 +430,8 @@ class ServiceRunner:
         record larger than consumers take (it would sit in the outbox, unsendable or
         dead-lettered by every consumer: better refused while the cause can be retried)."""
         record = env.to_record(self.topic)
+        if self.keyring is not None:
+            record = self.keyring.sign(self.name, record)
         size = record.size()
         if size > self.settings.max_record_bytes:
             raise ForbiddenEmit(
