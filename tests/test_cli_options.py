@@ -23,6 +23,7 @@ EXPECTED = {
     ("trace",): SHARED | {"SAGA_DB_URL"},
     ("dlq", "list"): SHARED,
     ("dlq", "replay"): SHARED,
+    ("db", "adopt"): SHARED | {"SAGA_DB_URL"},
     ("sagas",): {"SAGA_REGISTRY", "SAGA_DB_URL"},
     ("codegen",): {"SAGA_REGISTRY", "SAGA_PACKAGE"},
 }
