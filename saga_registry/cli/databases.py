@@ -19,7 +19,7 @@ from saga_registry.engine.buses.url import KafkaOptions
 from saga_registry.engine.custody import adopt, group_name
 from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.errors import EngineError
-from saga_registry.registry.names import did_you_mean
+from saga_registry.registry.names import unknown
 
 
 @click.group("db")
@@ -44,10 +44,7 @@ def adopt_command(service: str, registry: str, bus: str, db: str, kafka: KafkaOp
     reg = registry_or_fail(registry)
     known = [s.name for s in reg.services]
     if service not in known:
-        fail(
-            f"unknown service {service!r}{did_you_mean(service, known)}: the registry has "
-            f"{', '.join(known)}"
-        )
+        fail(unknown("service", service, known))
 
     async def go() -> str:
         b = bus_from_url(bus, kafka_options=kafka)

@@ -18,7 +18,7 @@ from typing import Any
 from saga_registry.engine.errors import ConfigError
 from saga_registry.engine.service import ServiceBase
 from saga_registry.registry.model import Registry, snake_case
-from saga_registry.registry.names import did_you_mean
+from saga_registry.registry.names import unknown
 from saga_registry.stubs import is_stub
 
 
@@ -50,10 +50,7 @@ def load_services(
     classes: dict[str, type[Any]] = {}
     for name in names:
         if name not in known:
-            problems.append(
-                f"unknown service {name!r}{did_you_mean(name, known)}: the registry has "
-                f"{', '.join(known)}"
-            )
+            problems.append(unknown("service", name, known))
             continue
         module = f"{package}.{registry.service(name).module}"
         try:

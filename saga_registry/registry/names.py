@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import keyword
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 PASCAL = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 SNAKE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -81,6 +81,12 @@ def topic_problem(name: str) -> str | None:
     if not TOPIC.fullmatch(name) or name in {".", ".."}:
         return f"topic name {name!r} is not legal: use letters, digits, '.', '_' and '-'"
     return None
+
+
+def unknown(kind: str, name: str, known: Sequence[str]) -> str:
+    """The one line saying `name` is no known `kind`, with the closest and all known."""
+    hint = did_you_mean(name, known)
+    return f"unknown {kind} {name!r}{hint}: the registry has {', '.join(known)}"
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

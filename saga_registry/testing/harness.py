@@ -22,6 +22,7 @@ from saga_registry.engine.deadletter import DeadLetter
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import EngineError
 from saga_registry.registry.model import Registry
+from saga_registry.registry.names import unknown
 from saga_registry.registry.outcomes import outcome_paths
 from saga_registry.testing.clock import ClockTimers, FakeClock
 from saga_registry.testing.failures import Failure, error_of
@@ -228,10 +229,7 @@ class SagaHarness:
         for s in self.app.services:
             if s.runner.name == name:
                 return s
-        _fail(
-            f"unknown service {name!r}: the registry has "
-            f"{', '.join(s.runner.name for s in self.app.services)}"
-        )
+        _fail(unknown("service", name, [s.runner.name for s in self.app.services]))
 
     async def _copies(self, saga_id: str) -> list[_Copy]:
         out = []
