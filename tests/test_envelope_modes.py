@@ -8,12 +8,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -28,8 +26,10 @@ from saga_registry.engine.buses import EmbeddedBus
 from saga_registry.engine.deadletter import DeadLetter
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope
-from tests.helpers import CHECKOUT, ROOT
+from saga_registry.registry import load_registry
+from tests.autoreact import payload
 from tests.runtime_kit import Harness, event, fresh_registry, scripted
+from tests.test_saga_run import make_project, start
 
 TOPIC = "t.events"
 STRUCTURED = "application/cloudevents+json; charset=utf-8"
@@ -320,61 +320,38 @@ def test_kcat_produces_a_structured_event_a_service_process_takes(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
     # A foreign client (librdkafka's kcat) writes the event the way the binding's
-    # structured mode does; `saga run Inventory`, a process of its own, must react to it.
+    # structured mode does; `saga run Flights`, a process of its own in a project generated
+    # from the trip registry, must react to it.
     kcat = shutil.which("kcat")
     if kcat is None:
         pytest.skip("kcat is not installed (Debian: apt-get install kcat)")
+    root = make_project(tmp_path)
+    reg = load_registry(root / "registry" / "saga.yaml")
     tag = uuid.uuid4().hex[:8]
-    registry = tmp_path / "saga.yaml"
-    registry.write_text(
-        CHECKOUT.read_text(encoding="utf-8")
-        .replace("  name: checkout\n", f"  name: checkout_{tag}\n")
-        .replace("name: checkout.events", f"name: t{tag}.checkout.events"),
-        encoding="utf-8",
-    )
-    topic = f"t{tag}.checkout.events"
-    env = {
-        **os.environ,
-        "SAGA_REGISTRY": str(registry),
-        "SAGA_BUS": f"kafka://{kafka_bootstrap}",
-        "SAGA_DB_URL": f"sqlite:///{tmp_path}/{{service}}.db",
-        "SAGA_LOG_LEVEL": "INFO",
-    }
-    order = f"kcat-{tag}"
+    trip = f"kcat-{tag}"
     attributes = {
         "specversion": "1.0",
         "id": f"ev-{tag}",
         "source": "kcat",
-        "type": "OrderCreated",
+        "type": "TripRequested",
         "time": "2026-12-01T17:00:00.5+01:00",
         "datacontenttype": "application/json",
-        "partitionkey": order,
+        "partitionkey": trip,
         "correlationid": f"corr-{tag}",
-        "data": {
-            "order_id": order,
-            "customer_id": "c1",
-            "items": [{"sku": "apple", "quantity": 1, "unit_price": 120}],
-            "total": 120,
-            "currency": "EUR",
-        },
+        "data": payload(reg, "TripRequested", trip),
     }
-    log = tmp_path / "inventory.log"
-    with log.open("w") as out:
-        service = subprocess.Popen(
-            [sys.executable, "-m", "saga_registry", "run", "Inventory"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    db = tmp_path / "inventory.db"
+    bus = f"kafka://{kafka_bootstrap}"
+    service = start(root, "Flights", bus=bus)
+    db = root / "dbs" / "flights.db"
+    emitted: list[dict[str, str]] = []
     try:
+        # The topic exists once the service has started (it creates its topics).
         deadline = time.monotonic() + 90
-        while "saga run: Inventory on" not in log.read_text() and time.monotonic() < deadline:
-            assert service.poll() is None, log.read_text()
+        while not states_table(db) and time.monotonic() < deadline:
+            assert service.poll() is None, service.communicate()[1]
             time.sleep(0.2)
         produced = subprocess.run(
-            [kcat, "-P", "-b", kafka_bootstrap, "-t", topic, "-k", order,
+            [kcat, "-P", "-b", kafka_bootstrap, "-t", reg.events_topic.name, "-k", trip,
              "-H", f"content-type={STRUCTURED}"],
             input=json.dumps(attributes) + "\n",
             capture_output=True,
@@ -382,23 +359,29 @@ def test_kcat_produces_a_structured_event_a_service_process_takes(
             timeout=60,
         )  # fmt: skip
         assert produced.returncode == 0, produced.stderr
-        emitted: list[tuple[str, str]] = []
         while not emitted and time.monotonic() < deadline:
-            assert service.poll() is None, log.read_text()
+            assert service.poll() is None, service.communicate()[1]
             with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(db) as conn:
                 emitted = [
-                    (dict(json.loads(h))["ce_type"], dict(json.loads(h))["ce_causationid"])
-                    for (h,) in conn.execute("SELECT headers FROM saga_outbox")
+                    dict(json.loads(h)) for (h,) in conn.execute("SELECT headers FROM saga_outbox")
                 ]
             time.sleep(0.3)
     finally:
         service.send_signal(signal.SIGTERM)
-        code = service.wait(timeout=60)
-    assert emitted, log.read_text()[-3000:]
-    ((kind, cause),) = emitted
-    assert kind in ("InventoryReserved", "InventoryReservationFailed")
-    assert cause == f"ev-{tag}", "the reaction names the kcat event as its cause"
+        _, err = service.communicate(timeout=60)
+    assert [e["ce_type"] for e in emitted] in (["FlightBooked"], ["FlightBookingFailed"]), err
+    assert emitted[0]["ce_causationid"] == f"ev-{tag}", "the reaction names the kcat event"
+    assert emitted[0]["ce_correlationid"] == f"corr-{tag}", "and carries its correlation id"
     with sqlite3.connect(db) as conn:
         inbox = list(conn.execute("SELECT event_id, source, event_type FROM saga_inbox"))
-    assert (f"ev-{tag}", "kcat", "OrderCreated") in inbox
-    assert code == 0, log.read_text()[-3000:]
+    assert (f"ev-{tag}", "kcat", "TripRequested") in inbox
+    assert service.returncode == 0, err
+
+
+def states_table(db: Path) -> bool:
+    """Whether the service has created its tables (it has started)."""
+    if not db.exists():
+        return False
+    with sqlite3.connect(db, timeout=30) as conn:
+        found = conn.execute("SELECT name FROM sqlite_master WHERE name = 'saga_state'")
+        return found.fetchone() is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from chaos.cluster import free_port
 from tests.conftest import kafka_api_versions
 from tests.helpers import ROOT
 
@@ -38,6 +38,13 @@ while True:
             f.write("INFO still starting\\n")
     time.sleep(0.2)
 """
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _env(state: Path, **extra: str) -> dict[str, str]:
