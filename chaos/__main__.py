@@ -53,6 +53,15 @@ from chaos.run import Outcome, Plan, run
     show_default=True,
     help="Seconds without progress after which the run stops waiting for quiescence.",
 )
+@click.option(
+    "--restart-timeout",
+    "restart_timeout_s",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds a broker restart may take to answer; a slower or failed restart is "
+    "reported as a problem of the run, which goes on to its verdict.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.option("--keep", is_flag=True, help="Keep the run's databases and logs.")
 def main(
@@ -64,6 +73,7 @@ def main(
     rate: float,
     poison_volleys: int,
     quiet_timeout_s: float,
+    restart_timeout_s: float,
     json_path: str | None,
     keep: bool,
 ) -> None:
@@ -78,7 +88,17 @@ def main(
     # The driver's own Kafka clients complain through every broker restart; what matters
     # is judged by the checker.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    plan = Plan(bus, sagas, kills, broker_restarts, seed, rate, poison_volleys, quiet_timeout_s)
+    plan = Plan(
+        bus,
+        sagas,
+        kills,
+        broker_restarts,
+        seed,
+        rate,
+        poison_volleys,
+        quiet_timeout_s,
+        restart_timeout_s,
+    )
     work = Path(tempfile.mkdtemp(prefix="saga-chaos-"))
     click.echo(
         f"chaos: {sagas} sagas on {bus}, {kills} kills, {broker_restarts} broker restarts, "
@@ -88,6 +108,10 @@ def main(
     try:
         outcome = asyncio.run(run(plan, work))
     except ChaosError as exc:
+        # Nothing to judge: the run could not be set up. The report still says so.
+        if json_path:
+            failed = {"ok": False, "bus": bus, "seed": seed, "problems": [str(exc)]}
+            Path(json_path).write_text(json.dumps(failed, indent=2) + "\n", encoding="utf-8")
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     report = outcome.to_json()

@@ -19,6 +19,7 @@ from handlers.shop import POOR, RICH
 from saga_registry.engine import tables
 from saga_registry.engine.app import Application
 from saga_registry.engine.deadletter import DeadLetter
+from saga_registry.engine.errors import EngineError
 from saga_registry.registry.model import Registry
 from saga_registry.registry.outcomes import outcome_paths
 
@@ -39,6 +40,8 @@ class Verdict:
     dlq: int = 0
     strangers: int = 0
     poison_dead_lettered: bool = True
+    dlq_read: bool = True
+    """False if the dead-letter topic could not be read: `dlq` and the poison are unjudged."""
     outcomes: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
@@ -53,6 +56,7 @@ class Verdict:
             and self.money_conserved
             and self.snapshots_ok
             and self.poison_dead_lettered
+            and self.dlq_read
         )
 
 
@@ -205,11 +209,16 @@ async def check(
             v.poison_dead_lettered = False
             v.problems.append(f"events of sagas nobody placed changed state: {touched[:5]}")
 
-    letters = (
-        [DeadLetter.of(d) for d in await app.bus.read_all(registry.dead_letter_topic.name)]
-        if app.bus
-        else []
-    )
+    try:
+        letters = (
+            [DeadLetter.of(d) for d in await app.bus.read_all(registry.dead_letter_topic.name)]
+            if app.bus
+            else []
+        )
+    except EngineError as exc:  # the broker is down: judge the rest all the same
+        v.dlq_read = False
+        v.problems.append(f"the dead-letter topic could not be read: {exc}")
+        return v
     v.dlq = len(letters)
     wanted = {(key, s.runner.name) for key in dead_keys for s in app.services}
     missing = wanted - {(d.saga_id, d.service) for d in letters}

@@ -3,6 +3,7 @@ with SIGKILL at any moment, restarted."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -108,12 +109,15 @@ class Broker:
         """`host:port` of the broker."""
         return f"127.0.0.1:{self.port}"
 
-    def _script(self, command: str) -> subprocess.CompletedProcess[str]:
+    def _script(
+        self, command: str, timeout_s: float = 300.0, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
             "KAFKA_STATE_DIR": str(self.state_dir),
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            **extra,
         }
         try:
             return subprocess.run(
@@ -121,18 +125,26 @@ class Broker:
                 env=env,
                 capture_output=True,
                 text=True,
-                timeout=300,
+                timeout=timeout_s,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ChaosError(f"scripts/kafka {command} for the chaos broker: {exc}") from None
 
-    def start(self) -> float:
-        """Start (fetching Kafka on first use); the seconds it took to answer."""
+    def start(self, max_wait_s: float = 300.0) -> float:
+        """Start (fetching Kafka on first use) and wait up to `max_wait_s` seconds for it to
+        answer; the seconds it took. Raises `ChaosError` if it did not answer in time or
+        exited: the process is then left as scripts/kafka leaves it (a slow broker keeps
+        coming up; `stop` ends it)."""
         began = time.monotonic()
-        done = self._script("start")
+        done = self._script(
+            "start",
+            # Room for a first download from Maven Central besides the wait itself.
+            timeout_s=max_wait_s + 300,
+            KAFKA_START_MAX=str(max(1, math.ceil(max_wait_s))),
+        )
         if done.returncode != 0:
-            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-            self.kill()  # whatever half-started
+            errors = [ln for ln in done.stderr.splitlines() if ln.startswith("kafka: ERROR")]
+            last = (errors or done.stderr.strip().splitlines() or ["no output"])[0]
             raise ChaosError(f"the chaos broker on {self.bootstrap} did not start: {last}")
         return time.monotonic() - began
 

@@ -51,6 +51,17 @@ class Plan:
     rate: float = 50.0
     poison_volleys: int = 3
     quiet_timeout_s: float = 180.0
+    restart_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One SIGKILL and restart of the broker: when (seconds into the run), and how long it
+    took to answer again, or why it did not within the plan's `restart_timeout_s`."""
+
+    at_s: float
+    up_again_s: float | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -60,12 +71,15 @@ class Outcome:
     plan: Plan
     verdict: Verdict
     kills: list[tuple[float, str]] = field(default_factory=list)
-    broker_restarts: list[tuple[float, float]] = field(default_factory=list)
+    broker_restarts: list[Restart] = field(default_factory=list)
     poison: Counter[str] = field(default_factory=Counter)
     crashes: list[tuple[str, int]] = field(default_factory=list)
     exit_codes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     quiet: bool = False
+    incidents: list[str] = field(default_factory=list)
+    """What went wrong in carrying out the plan (a broker restart that failed, a poison
+    volley never sent): each is a problem of the report and fails the run."""
 
     def to_json(self) -> dict[str, Any]:
         """The report's promised keys first, then the details."""
@@ -94,11 +108,17 @@ class Outcome:
             "poison_dead_lettered": v.poison_dead_lettered,
             "killed": [{"at_s": round(t, 2), "service": s} for t, s in self.kills],
             "broker_restarted": [
-                {"at_s": round(t, 2), "up_again_s": round(d, 1)} for t, d in self.broker_restarts
+                {
+                    "at_s": round(r.at_s, 2),
+                    "up_again_s": None if r.up_again_s is None else round(r.up_again_s, 1),
+                    "error": r.error,
+                }
+                for r in self.broker_restarts
             ],
+            "broker_restart_failures": sum(r.error is not None for r in self.broker_restarts),
             "crashes": [{"service": s, "exit_code": c} for s, c in self.crashes],
             "exit_codes": self.exit_codes,
-            "problems": v.problems,
+            "problems": [*self.incidents, *v.problems],
         }
 
     @property
@@ -107,13 +127,20 @@ class Outcome:
         return (
             self.verdict.ok
             and self.quiet
+            and not self.incidents
             and not self.crashes
             and all(code == 0 for code in self.exit_codes.values())
         )
 
 
 async def run(plan: Plan, work: Path) -> Outcome:
-    """Carry out `plan` with its state in `work`; raises `ChaosError` if it cannot."""
+    """Carry out `plan` with its state in `work`; raises `ChaosError` if it cannot be set
+    up (the registry, the first start of the broker, the driver's databases).
+
+    Once the services run, the run always ends with the checker's verdict: a broker
+    restart that fails or is slower than `plan.restart_timeout_s`, a poison volley that
+    cannot be sent, or a dead-letter topic that cannot be read is an incident of the
+    outcome (and fails it), not a reason to stop without a verdict."""
     rng = random.Random(plan.seed)
     registry_path = str(ROOT / "registry" / "saga.yaml")
     try:
@@ -123,8 +150,6 @@ async def run(plan: Plan, work: Path) -> Outcome:
     broker = Broker(work / "kafka") if plan.bus == "kafka" else None
     bus_url = f"kafka://{broker.bootstrap}" if broker else f"embedded:{work}/bus.db"
     db_url = f"sqlite:///{work}/{{service}}.db"
-    if broker:
-        broker.start()
     (work / "logs").mkdir(exist_ok=True)
     env = {
         **os.environ,
@@ -140,6 +165,8 @@ async def run(plan: Plan, work: Path) -> Outcome:
     outcome = Outcome(plan, Verdict())
     began = time.monotonic()
     try:
+        if broker:
+            await asyncio.to_thread(broker.start)
         await app.start()
         shop = Shop(app)
         await shop.seed(customers=50)
@@ -188,7 +215,8 @@ async def run(plan: Plan, work: Path) -> Outcome:
             procs.stop_all()
         await app.stop()
         if broker:
-            broker.stop()
+            with contextlib.suppress(ChaosError):
+                broker.stop()
 
 
 async def _load(shop: Shop, plan: Plan, placed: list[str]) -> None:
@@ -233,7 +261,10 @@ async def _broker(
     began: float,
     outcome: Outcome,
 ) -> None:
-    """SIGKILL the broker at random moments of the load window and start it again."""
+    """SIGKILL the broker at random moments of the load window and start it again. A
+    restart that fails or does not answer within `plan.restart_timeout_s` is recorded
+    with its reason, and the run goes on: the services wait for the broker, the verdict
+    tells what came of it."""
     if broker is None or not plan.broker_restarts:
         return
     moments = sorted(rng.uniform(window * 0.1, window * 0.9) for _ in range(plan.broker_restarts))
@@ -243,8 +274,14 @@ async def _broker(
         killed_at = time.monotonic() - began
         broker.kill()
         await asyncio.sleep(rng.uniform(0.5, 3.0))
-        took = await asyncio.to_thread(broker.start)
-        outcome.broker_restarts.append((killed_at, took))
+        try:
+            took = await asyncio.to_thread(broker.start, plan.restart_timeout_s)
+        except ChaosError as exc:
+            outcome.broker_restarts.append(Restart(killed_at, error=str(exc)))
+            outcome.incidents.append(f"broker restart at {killed_at:.1f} s: {exc}")
+            log.warning("broker restart at %.1f s failed: %s", killed_at, exc)
+        else:
+            outcome.broker_restarts.append(Restart(killed_at, up_again_s=took))
 
 
 async def _poison(
@@ -261,6 +298,9 @@ async def _poison(
     started = time.monotonic()
     for at in moments:
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+        # As long as a broker restart may take, and a minute more: a broker that never
+        # came back must not hold the run (and its verdict) for much longer.
+        give_up = time.monotonic() + plan.restart_timeout_s + 60
         for attempt in itertools.count(1):
             try:
                 history = await app.bus.read_all(poisoner.topic)
@@ -271,8 +311,9 @@ async def _poison(
                 await poisoner.volley(rng.sample(old, min(3, len(old))))
                 break
             except EngineError as exc:  # the broker is restarting: try again
-                if attempt >= 90:
-                    raise ChaosError(f"poison volley failed {attempt} times: {exc}") from None
+                if time.monotonic() >= give_up:
+                    outcome.incidents.append(f"poison volley failed {attempt} times: {exc}")
+                    return
                 log.info("poison volley postponed: %s", exc)
                 await asyncio.sleep(1.0)
 
@@ -315,7 +356,12 @@ async def _quiesce(
                     )
                     or 0
                 )
-        unread = await _poison_unread(app, poisoner) if done >= placed and not pending else -1
+        unread = -1
+        if done >= placed and not pending:
+            try:
+                unread = await _poison_unread(app, poisoner)
+            except EngineError as exc:  # the broker is away: not quiet yet
+                log.info("dead-letter topic not readable yet: %s", exc)
         if unread == 0:
             return True
         if (done, unread) != last:

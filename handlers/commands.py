@@ -16,14 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pydantic
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from handlers.cart import Cart, Unavailable
 from handlers.catalog import CURRENCY, PRICES_WITH_SOLD_OUT
-from handlers.oms import new_order, record_order
+from handlers.oms import new_order, orders, record_order
 from handlers.order_history import archive
 from handlers.shop import Mix, Report, Shop
-from saga_registry.cli.options import bus_option, db_option, registry_option
+from saga_registry.cli.options import bus_option, db_option, fail, registry_option
+from saga_registry.engine import tables
 from saga_registry.engine.app import Application
 from saga_registry.engine.config import Settings
 from saga_registry.engine.errors import EngineError
@@ -217,6 +221,25 @@ def shop_seed(registry: str, db: str, bus: str, customers: int) -> None:
     click.echo(f"seeded the warehouse and {customers} + {customers} accounts")
 
 
+class OrderExists(EngineError):
+    """An order id is placed once: it is the saga key."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id} exists already: an order id is used once")
+
+
+_OPTIONS = {"order_id": "--id", "customer_id": "--customer", "items": "--item"}
+
+
+def _refused(exc: pydantic.ValidationError, registry: str) -> str:
+    """The first error of the order's `OrderCreated`, named by the option that gave it."""
+    first = exc.errors()[0]
+    loc = [str(p) for p in first.get("loc", ())]
+    option = _OPTIONS.get(loc[0], "the order") if loc else "the order"
+    field = ".".join(loc) or "payload"
+    return f"{option}: {first['msg']} (OrderCreated.{field} in {registry})"
+
+
 @click.group()
 def order() -> None:
     """Orders, as a customer places them."""
@@ -255,6 +278,27 @@ def order_place(
             )
         lines[sku] = lines.get(sku, 0) + int(qty)
     oid = order_id or f"order-{uuid.uuid4().hex[:12]}"
+    try:
+        # The generated event holds the registry's limits (`Id`: 1 to 64 characters).
+        event = new_order(
+            oid,
+            customer,
+            [(s, q, PRICES_WITH_SOLD_OUT[s]) for s, q in sorted(lines.items())],
+            CURRENCY,
+        )
+    except pydantic.ValidationError as exc:
+        fail(_refused(exc, registry))
+
+    async def effects(conn: AsyncConnection) -> None:
+        # The saga key starts one saga: an order id placed before (or a saga of that id
+        # started otherwise) is refused before anything is written.
+        taken = await conn.scalar(select(orders.c.order_id).where(orders.c.order_id == oid))
+        started = await conn.scalar(
+            select(tables.saga_state.c.state).where(tables.saga_state.c.saga_id == oid)
+        )
+        if taken is not None or started is not None:
+            raise OrderExists(oid)
+        await record_order(conn, event)
 
     async def work(app: Application) -> str:
         shop = Shop(app)
@@ -263,17 +307,10 @@ def order_place(
                 Cart.check_availability(lines, await shop.on_hand())
         except Unavailable as exc:
             raise EngineError(f"cart refused: {exc}") from None
-        event = new_order(
-            oid,
-            customer,
-            [(s, q, PRICES_WITH_SOLD_OUT[s]) for s, q in sorted(lines.items())],
-            CURRENCY,
-        )
-
-        async def effects(conn: Any) -> None:
-            await record_order(conn, event)
-
-        await shop.parts["OMS"].runner.initiate(event, effects)
+        try:
+            await shop.parts["OMS"].runner.initiate(event, effects)
+        except IntegrityError:  # placed by another process since the check above
+            raise OrderExists(oid) from None
         return oid
 
     click.echo(_go(_app(registry, db, bus, ("OMS", "Inventory")), work))

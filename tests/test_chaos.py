@@ -1,13 +1,16 @@
 """Reliability: small chaos runs on both buses (services SIGKILLed and restarted, the Kafka
-broker restarted, poison records written), and the checker shown to catch each kind of
-broken final state."""
+broker restarted, poison records written), a failed or slow broker restart ending in a
+verdict all the same, and the checker shown to catch each kind of broken final state."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import random
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +22,8 @@ import pytest
 from sqlalchemy import delete, insert, select, text, update
 
 from chaos.checker import Verdict, check
-from chaos.cluster import Broker
+from chaos.cluster import Broker, free_port
+from chaos.run import Outcome, Plan, _broker
 from handlers.inventory import stock
 from handlers.oms import orders
 from handlers.order_history import archive
@@ -140,6 +144,65 @@ def test_a_service_started_before_its_broker_waits_for_it(
 def test_chaos_refuses_a_broker_restart_without_kafka(tmp_path: Path) -> None:
     code, _, output = _chaos(tmp_path, "--bus", "embedded", "--broker-restarts", "1")
     assert code == 2 and "only a Kafka broker can be restarted" in output
+
+
+# A failed or slow broker restart ends in a verdict, its JSON included: the failure is a
+# problem of the report, not a reason to stop without one.
+
+
+@pytest.fixture
+def java() -> None:
+    if shutil.which("java") is None:
+        pytest.skip("no java on PATH: scripts/kafka needs Java 17+")
+    if not (ROOT / ".kafka" / "libs" / ".complete").exists() and shutil.which("mvn") is None:
+        pytest.skip("Kafka is not fetched and mvn is missing: run scripts/kafka start once")
+
+
+def test_a_broker_restart_that_fails_is_recorded_and_raises_nothing(
+    java: None, tmp_path: Path
+) -> None:
+    # The restart finds its port taken by another program: scripts/kafka refuses to start.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        broker = Broker(
+            tmp_path / "kafka", port=squatter.getsockname()[1], controller_port=free_port()
+        )
+        plan = Plan("kafka", 10, broker_restarts=1, restart_timeout_s=30)
+        outcome = Outcome(
+            plan, Verdict(sagas=0, stock_conserved=True, money_conserved=True, snapshots_ok=True)
+        )
+        assert outcome.verdict.ok, "only the restart can fail this outcome"
+        asyncio.run(_broker(broker, plan, random.Random(1), 0.1, time.monotonic(), outcome))
+    (restart,) = outcome.broker_restarts
+    assert restart.up_again_s is None
+    assert restart.error is not None and "is taken by another program" in restart.error
+    report = outcome.to_json()
+    assert report["broker_restart_failures"] == 1 and report["broker_restarts"] == 1
+    assert report["problems"][0].startswith("broker restart at ")
+    assert "\n" not in report["problems"][0]
+    assert not outcome.ok and report["ok"] is False
+
+
+def test_a_slow_broker_restart_ends_in_a_verdict_with_the_failure_in_it(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    # A restart may take 1 s: a broker takes longer, so the restart counts as failed. The
+    # broker is not killed for it; it comes up, the run goes on and is judged.
+    code, report, output = _chaos(
+        tmp_path, "--bus", "kafka", "--sagas", "250", "--kills", "0", "--broker-restarts", "1",
+        "--rate", "40", "--poison", "0", "--seed", "12", "--restart-timeout", "1",
+    )  # fmt: skip
+    assert code == 1, output
+    assert report.keys() >= KEYS, output
+    assert report["broker_restarts"] == 1 and report["broker_restart_failures"] == 1, output
+    (restart,) = report["broker_restarted"]
+    assert restart["up_again_s"] is None and "within 1 s" in restart["error"], restart
+    assert any(p.startswith("broker restart at ") for p in report["problems"]), output
+    assert "FAIL broker restart at " in output
+    # The slow broker came up after all: nothing lost, stuck or doubled.
+    assert report["sagas"] == report["terminal"] == 250, output
+    assert (report["stuck"], report["lost"], report["double_charges"]) == (0, 0, 0), output
 
 
 Tamper = Callable[[Shop, dict[str, str]], Awaitable[None]]

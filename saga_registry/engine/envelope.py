@@ -1,24 +1,53 @@
-"""The event envelope: CloudEvents 1.0 in the Kafka binary content mode.
+"""The event envelope: CloudEvents 1.0 on Kafka, as the CloudEvents Kafka protocol
+binding maps it.
 
-Attributes travel as `ce_*` headers, the payload as the JSON record value, and the saga id
-as the record key (also `ce_partitionkey`, the CloudEvents partitioning extension). Two
+The engine writes the binary content mode: attributes travel as `ce_*` headers, the
+payload as the JSON record value (`content-type: application/json`), and the saga id as
+the record key (also `ce_partitionkey`, the CloudEvents partitioning extension). Two
 extensions carry the chain of cause: `ce_correlationid` (the saga's first event) and
-`ce_causationid` (the event this one reacted to). Any Kafka client in any language can
-produce a valid record by setting these headers.
+`ce_causationid` (the event this one reacted to).
+
+It reads the structured content mode too: `content-type: application/cloudevents+json`
+and the whole event as one JSON object in the value (`specversion`, `id`, `source`,
+`type`, `time`, `datacontenttype`, `partitionkey`, `correlationid`, `causationid`, and
+`data` as a JSON value or `data_base64`). Any Kafka client in any language can produce a
+valid record either way.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from saga_registry.engine.bus import Record
 from saga_registry.engine.errors import BadEnvelope
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+"""The media type of the structured mode's one event format read: JSON."""
+_FORMAT_PREFIX = "application/cloudevents"
+_BATCH_PREFIX = "application/cloudevents-batch"
 _REQUIRED = ("ce_specversion", "ce_id", "ce_source", "ce_type")
+_REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
+_TEXT_ATTRIBUTES = (
+    *_REQUIRED_ATTRIBUTES,
+    "time",
+    "datacontenttype",
+    "partitionkey",
+    "correlationid",
+    "causationid",
+)
+"""The attributes read from a structured event: each must be a JSON string if present."""
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,46 +105,183 @@ class Envelope:
             ("ce_id", self.id.encode()),
             ("ce_source", self.source.encode()),
             ("ce_type", self.type.encode()),
-            ("ce_time", self.time.encode()),
             ("content-type", CONTENT_TYPE.encode()),
             ("ce_partitionkey", self.saga_id.encode()),
             ("ce_correlationid", self.correlation_id.encode()),
         ]
+        if self.time:  # optional in CloudEvents; an empty one would not be RFC 3339
+            headers.insert(4, ("ce_time", self.time.encode()))
         if self.causation_id:
             headers.append(("ce_causationid", self.causation_id.encode()))
         return Record(topic, self.saga_id.encode(), self.data, tuple(headers))
 
     @classmethod
     def from_record(cls, record: Record) -> Envelope:
-        """Read a binary-mode record; raises `BadEnvelope` naming what is wrong."""
-        headers: dict[str, str] = {}
-        try:
-            for name, value in record.headers:
-                headers.setdefault(name, value.decode("utf-8"))
-        except (UnicodeDecodeError, AttributeError) as exc:
-            raise BadEnvelope(f"header is not UTF-8 text: {exc}") from None
+        """Read a record in either content mode of the CloudEvents Kafka binding; raises
+        `BadEnvelope` naming, in one line, what is wrong.
+
+        A `content-type` header whose media type starts with `application/cloudevents`
+        marks the structured mode (the binding's rule): the value is the whole event in
+        the JSON event format. Anything else is the binary mode. Both give the same
+        envelope for the same event. Media types are compared without case and without
+        parameters; `time`, when present, must be an RFC 3339 timestamp."""
+        headers = _headers(record)
+        media = media_type(headers.get("content-type", ""))
+        if media.startswith(_FORMAT_PREFIX):
+            return cls._from_structured(record, media)
+        return cls._from_binary(record, headers)
+
+    @classmethod
+    def _from_binary(cls, record: Record, headers: dict[str, str]) -> Envelope:
         missing = [h for h in _REQUIRED if not headers.get(h)]
         if missing:
             raise BadEnvelope(f"missing CloudEvents header(s): {', '.join(missing)}")
         if headers["ce_specversion"] != SPEC_VERSION:
-            raise BadEnvelope(f"unsupported ce_specversion {headers['ce_specversion']!r}")
-        content_type = headers.get("content-type", CONTENT_TYPE)
-        if content_type.split(";")[0].strip() != CONTENT_TYPE:
-            raise BadEnvelope(f"unsupported content-type {content_type!r}")
-        try:
-            key = record.key.decode("utf-8") if record.key else ""
-        except UnicodeDecodeError:
-            raise BadEnvelope("record key is not UTF-8 text") from None
-        saga_id = key or headers.get("ce_partitionkey", "")
-        if not saga_id:
-            raise BadEnvelope("no saga id: the record has no key and no ce_partitionkey")
+            raise BadEnvelope(f"unsupported ce_specversion {_shown(headers['ce_specversion'])}")
+        # The binding maps datacontenttype to `content-type`; a `ce_datacontenttype` header
+        # some clients add as well must say JSON too.
+        for name in ("content-type", "ce_datacontenttype"):
+            if name in headers and not _is_json(media_type(headers[name])):
+                raise BadEnvelope(
+                    f"unsupported {name} {_shown(headers[name])}: the data must be JSON"
+                )
+        if "ce_time" in headers:
+            _check_time(headers["ce_time"], "ce_time")
         return cls(
             id=headers["ce_id"],
             type=headers["ce_type"],
             source=headers["ce_source"],
-            saga_id=saga_id,
+            saga_id=_saga_id(record, headers.get("ce_partitionkey", ""), "ce_partitionkey"),
             data=record.value,
             time=headers.get("ce_time", ""),
-            correlation_id=headers.get("ce_correlationid", headers["ce_id"]),
-            causation_id=headers.get("ce_causationid"),
+            correlation_id=headers.get("ce_correlationid") or headers["ce_id"],
+            causation_id=headers.get("ce_causationid") or None,
         )
+
+    @classmethod
+    def _from_structured(cls, record: Record, media: str) -> Envelope:
+        if media.startswith(_BATCH_PREFIX):
+            raise BadEnvelope(
+                f"{media}: the batched content mode is not supported (the Kafka binding has none)"
+            )
+        if media != STRUCTURED_CONTENT_TYPE:
+            raise BadEnvelope(
+                f"unsupported event format {_shown(media)}: only {STRUCTURED_CONTENT_TYPE} is read"
+            )
+        try:
+            event = json.loads(record.value)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+            raise BadEnvelope(f"structured CloudEvent is not JSON: {_line(exc)}") from None
+        if not isinstance(event, dict):
+            raise BadEnvelope("structured CloudEvent is not a JSON object")
+        missing = [a for a in _REQUIRED_ATTRIBUTES if event.get(a) in (None, "")]
+        if missing:
+            raise BadEnvelope(f"missing CloudEvents attribute(s): {', '.join(missing)}")
+        text = {a: event[a] for a in _TEXT_ATTRIBUTES if event.get(a) is not None}
+        for name, value in text.items():
+            if not isinstance(value, str):
+                raise BadEnvelope(f"attribute {name} is not a string: {_shown(value)}")
+        if text["specversion"] != SPEC_VERSION:
+            raise BadEnvelope(f"unsupported specversion {_shown(text['specversion'])}")
+        if "time" in text:
+            _check_time(text["time"], "time")
+        content_type = text.get("datacontenttype", CONTENT_TYPE)
+        if not _is_json(media_type(content_type)):
+            raise BadEnvelope(
+                f"unsupported datacontenttype {_shown(content_type)}: the data must be JSON"
+            )
+        return cls(
+            id=text["id"],
+            type=text["type"],
+            source=text["source"],
+            saga_id=_saga_id(record, text.get("partitionkey", ""), "partitionkey attribute"),
+            data=_structured_data(event),
+            time=text.get("time", ""),
+            correlation_id=text.get("correlationid") or text["id"],
+            causation_id=text.get("causationid") or None,
+        )
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type value: lowercase, parameters dropped
+    (`Application/JSON; charset=utf-8` is `application/json`)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _is_json(media: str) -> bool:
+    # The JSON event format's rule: application/json, or any */*+json.
+    return media == CONTENT_TYPE or ("/" in media and media.endswith("+json"))
+
+
+def _headers(record: Record) -> dict[str, str]:
+    """The record's CloudEvents headers (`ce_*`, `content-type`) as text, first of each
+    name; other headers are not ours to read and may hold any bytes."""
+    headers: dict[str, str] = {}
+    for name, value in record.headers:
+        if name in headers or not (name.startswith("ce_") or name == "content-type"):
+            continue
+        try:
+            headers[name] = value.decode("utf-8")
+        except (UnicodeDecodeError, AttributeError) as exc:
+            raise BadEnvelope(f"header {name} is not UTF-8 text: {_line(exc)}") from None
+    return headers
+
+
+def _saga_id(record: Record, partition_key: str, where: str) -> str:
+    """The record key, else the partitionkey extension (the binding maps one to the other)."""
+    try:
+        key = record.key.decode("utf-8") if record.key else ""
+    except UnicodeDecodeError:
+        raise BadEnvelope("record key is not UTF-8 text") from None
+    saga_id = key or partition_key
+    if not saga_id:
+        raise BadEnvelope(f"no saga id: the record has no key and no {where}")
+    return saga_id
+
+
+def _structured_data(event: dict[str, Any]) -> bytes:
+    """The event's data as the bytes the binary mode would carry: `data` (a JSON value)
+    encoded compactly, or `data_base64` decoded; empty if it has neither."""
+    if "data" in event and "data_base64" in event:
+        raise BadEnvelope("structured CloudEvent has both data and data_base64")
+    if "data_base64" in event:
+        encoded = event["data_base64"]
+        try:
+            if not isinstance(encoded, str):
+                raise ValueError("not a string")
+            return base64.b64decode(encoded, validate=True)
+        except ValueError:  # binascii.Error is one
+            raise BadEnvelope(f"data_base64 is not base64: {_shown(encoded)}") from None
+    if "data" not in event:
+        return b""
+    return json.dumps(event["data"], separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _check_time(value: str, name: str) -> None:
+    """Raise `BadEnvelope` unless `value` is an RFC 3339 date-time (offset required, `T`
+    in either case, any fraction of a second, a leap second allowed)."""
+    match = _RFC3339.fullmatch(value)
+    valid = False
+    if match:
+        year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+        offset = match.group(8).upper()
+        try:
+            datetime(year, month, day, hour, minute, min(second, 59))
+        except ValueError:
+            pass
+        else:
+            valid = second <= 60 and (
+                offset == "Z" or (int(offset[1:3]) < 24 and int(offset[4:6]) < 60)
+            )
+    if not valid:
+        raise BadEnvelope(f"{name} {_shown(value)} is not an RFC 3339 timestamp")
+
+
+def _shown(value: object) -> str:
+    """`value` quoted for a one-line message, cut short if long."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200]
