@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -317,14 +316,11 @@ async def test_a_service_applies_a_structured_event_and_dead_letters_a_bad_time(
 
 
 def test_kcat_produces_a_structured_event_a_service_process_takes(
-    tmp_path: Path, kafka_bootstrap: str
+    tmp_path: Path, kafka_bootstrap: str, kcat: str
 ) -> None:
     # A foreign client (librdkafka's kcat) writes the event the way the binding's
     # structured mode does; `saga run Flights`, a process of its own in a project generated
     # from the trip registry, must react to it.
-    kcat = shutil.which("kcat")
-    if kcat is None:
-        pytest.skip("kcat is not installed (Debian: apt-get install kcat)")
     root = make_project(tmp_path)
     reg = load_registry(root / "registry" / "saga.yaml")
     tag = uuid.uuid4().hex[:8]
