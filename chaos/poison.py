@@ -1,6 +1,8 @@
 """Hostile records written straight onto the saga's topic, as a broken or malicious
 producer would: random bytes, a wrong `ce_type`, missing and mistyped fields, a valid event
-for a saga nobody placed, a 10 MB value, and replays of records already on the topic.
+for a saga nobody placed, a 10 MB value, a record the bus client cannot even decode (on
+Kafka a header name that is not UTF-8, written by kcat; in the embedded log a row whose
+headers are not the bus's), and replays of records already on the topic.
 
 Every kind but the last two must end in the dead-letter topic, once per consuming service;
 the unknown saga's event is skipped (not allowed from the saga's initial state) and a
@@ -8,11 +10,16 @@ replay is skipped as a duplicate."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import random
+import shutil
+import sqlite3
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -21,11 +28,20 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from handlers.events import OrderCreated, PaymentSucceeded
 from saga_registry.engine.bus import Bus, Record
+from saga_registry.engine.buses import EmbeddedBus, KafkaBus
+from saga_registry.engine.buses.embedded import partition_for
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BusUnavailable
 
 HUGE_BYTES = 10 << 20
-DEAD_KINDS = ("random_bytes", "wrong_type", "missing_field", "mistyped_field", "huge")
+DEAD_KINDS = (
+    "random_bytes",
+    "wrong_type",
+    "missing_field",
+    "mistyped_field",
+    "huge",
+    "unreadable",
+)
 """The kinds every service must dead-letter."""
 SKIPPED_KINDS = ("unknown_saga", "replay")
 
@@ -45,6 +61,8 @@ class Poisoner:
 
     send_huge: Callable[[Record], Awaitable[None]] | None = None
     """How to write the 10 MB record, if not through `bus` (a Kafka producer allowed to)."""
+    send_unreadable: Callable[[str, str], Awaitable[None]] | None = None
+    """How to write an undecodable record (topic, key); without it that kind is not sent."""
 
     async def volley(self, history: list[Record]) -> None:
         """One record of every kind (a replay only once `history` holds records). Only
@@ -59,7 +77,11 @@ class Poisoner:
             records.append(("replay", self.rng.choice(history)))
         # One at a time: the 10 MB record must not make the others too large to send.
         for kind, record in records:
-            if kind == "huge" and self.send_huge is not None:
+            if kind == "unreadable":
+                if self.send_unreadable is None:
+                    continue
+                await self.send_unreadable(self.topic, record.key.decode())
+            elif kind == "huge" and self.send_huge is not None:
                 await self.send_huge(record)
             else:
                 await self.bus.publish([record])
@@ -70,6 +92,8 @@ class Poisoner:
                 self.ghost_sagas.add(ghost)
 
     def _record(self, kind: str, key: str) -> Record:
+        if kind == "unreadable":  # only its key is used: its writer makes the bytes
+            return Record(self.topic, key.encode(), b"")
         if kind == "random_bytes":
             junk = self.rng.randbytes(self.rng.randint(1, 300))
             headers = (("ce_id", self.rng.randbytes(8)), ("\x00", b"\xff\xfe"))
@@ -162,3 +186,69 @@ class HugeSender:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+
+UNREADABLE_VALUE = b'{"note": "a record whose header name is not UTF-8"}'
+
+
+def unreadable_writer(bus: Bus) -> Callable[[str, str], Awaitable[None]] | None:
+    """What writes a record `bus`'s client cannot decode, or None where that cannot be
+    done here (Kafka without Debian's kcat)."""
+    if isinstance(bus, KafkaBus):
+        kcat = shutil.which("kcat")
+        if kcat is None:
+            return None
+        return functools.partial(_kcat_unreadable, kcat, bus.bootstrap)
+    if isinstance(bus, EmbeddedBus):
+        return functools.partial(_row_unreadable, bus.path)
+    return None
+
+
+async def _kcat_unreadable(kcat: str, bootstrap: str, topic: str, key: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        kcat,
+        "-P",
+        "-b",
+        bootstrap,
+        "-t",
+        topic,
+        "-k",
+        key,
+        "-H",
+        b"x_\xff=1",
+        stdin=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate(UNREADABLE_VALUE)
+    if proc.returncode != 0:  # the broker is restarting: the volley is tried again
+        raise BusUnavailable(f"chaos: kcat could not write: {err.decode(errors='replace')}")
+
+
+async def _row_unreadable(path: Path, topic: str, key: str) -> None:
+    def write() -> None:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            (partitions,) = conn.execute(
+                "SELECT partitions FROM topics WHERE name = ?", (topic,)
+            ).fetchone()
+            partition = partition_for(key.encode(), partitions)
+            conn.execute(
+                'INSERT INTO records (topic, "partition", "offset", key, headers, value, ts)'
+                ' SELECT ?, ?, COALESCE(MAX("offset") + 1, 0), ?, ?, ?, 0 FROM records'
+                ' WHERE topic = ? AND "partition" = ?',
+                (
+                    topic,
+                    partition,
+                    key.encode(),
+                    b"\xff not json",
+                    UNREADABLE_VALUE,
+                    topic,
+                    partition,
+                ),
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    await asyncio.to_thread(write)

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from chaos.checker import Verdict, check
 from chaos.cluster import ROOT, Broker, ServiceProcesses
 from chaos.errors import ChaosError
-from chaos.poison import HugeSender, Poisoner
+from chaos.poison import HugeSender, Poisoner, unreadable_writer
 from handlers.shop import Mix, Shop
 from saga_registry.engine import tables
 from saga_registry.engine.app import Application
@@ -174,7 +174,16 @@ async def run(plan: Plan, work: Path) -> Outcome:
         assert app.bus is not None
         topic = registry.events_topic.name
         huge = HugeSender(broker.bootstrap, topic) if broker else None
-        poisoner = Poisoner(app.bus, topic, "chaos/poisoner", rng, send_huge=huge)
+        poisoner = Poisoner(
+            app.bus,
+            topic,
+            "chaos/poisoner",
+            rng,
+            send_huge=huge,
+            send_unreadable=unreadable_writer(app.bus),
+        )
+        if poisoner.send_unreadable is None:
+            log.warning("kcat is not installed: no undecodable records in the poison volleys")
         outcome.poison = poisoner.sent
         window = plan.sagas / plan.rate
         placed: list[str] = []

@@ -197,7 +197,7 @@ class KafkaBus(Bus):
         await self._connect(admin)
         try:
             async with asyncio.timeout(_WAIT_S):
-                offsets = await admin.list_consumer_group_offsets(group)
+                offsets = await _group_offsets(admin, group)
         except _FAILURES as exc:
             raise BusUnavailable(
                 f"cannot read the offsets of group {group!r} on Kafka at {self.bootstrap}: "
@@ -360,6 +360,18 @@ async def _read_to_end(
         for tp in partitions
         for record in await reader.read_range(tp, starts[tp], ends[tp])
     ]
+
+
+async def _group_offsets(admin: Any, group: str) -> Any:
+    """The group's committed offsets; a coordinator still loading or not yet elected (a
+    fresh or restarting cluster) is waited for."""
+    while True:
+        try:
+            return await admin.list_consumer_group_offsets(group)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            await asyncio.sleep(0.25)
 
 
 async def _wait_for_leaders(admin: Any, names: list[str]) -> None:
