@@ -176,6 +176,12 @@ async def test_a_letter_is_replayed_once_unless_asked_again_and_list_says_when(
     reg = inventory.registry
     await bad_record(bus, reg, "r1")
     assert await inventory.consume(1) == ["dead"]
+    dry = await saga(registry_file, bus_url, "dlq", "replay", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert dry.stdout.splitlines()[-1].startswith("would replay 1 record(s)")
+    assert "\tInventory\tr1\tOrderCreated\t" in dry.stdout
+    assert len(await bus.read_all(reg.events_topic.name)) == 1, "a dry run publishes nothing"
+    assert not any(map(is_marker, await bus.read_all(reg.dead_letter_topic.name)))
     before = time.time()
     first = await saga(registry_file, bus_url, "dlq", "replay")
     assert first.exit_code == 0, first.output
@@ -253,12 +259,17 @@ async def test_list_and_replay_take_dead_letters_with_odd_headers(
         Record(reg.dead_letter_topic.name, b"\xc3", b"\x00", odd),
         Record(reg.dead_letter_topic.name, b"k", b"", ((REPLAY_MARKER, b"not/a/place"),)),
         Record(reg.dead_letter_topic.name, b"k", b"", ((REPLAY_MARKER, b"\xff"),)),
+        *(
+            Record(reg.dead_letter_topic.name, b"", b"", ((REPLAY_MARKER, b"0/0"), (at, v)))
+            for at, v in [("saga_replayed_at", b"inf"), ("saga_replayed_at", b"nan")]
+        ),
+        Record(reg.dead_letter_topic.name, b"", b"", ((REPLAY_MARKER, "0/²".encode()),)),
     ]
     await bus.publish(records)
     listed = await saga(registry_file, bus_url, "dlq", "list")
     assert listed.exit_code == 0, listed.output
     (line,) = listed.stdout.splitlines()
-    assert "attempts=0" in line and "replayed=no" in line
+    assert "attempts=0" in line and "replayed=yes" in line
     assert "\n" not in line.strip() and "line | tab" in line
     replayed = await saga(registry_file, bus_url, "dlq", "replay", "--dry-run")
     assert replayed.exit_code == 0, replayed.output

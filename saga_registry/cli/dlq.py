@@ -62,8 +62,12 @@ def _read_or_fail(b: Bus, topic: str) -> list[Delivery]:
         fail(str(exc))
 
 
-def _stamp(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+def _stamp(at: float | None) -> str:
+    """When a letter was last replayed: `no`, a UTC time, or `yes` (a marker without a
+    readable time)."""
+    if at is None:
+        return "no"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) if at > 0 else "yes"
 
 
 def _cell(text: str) -> str:
@@ -89,7 +93,7 @@ def dlq_list(registry: str, bus: str, kafka: KafkaOptions) -> None:
         click.echo(
             f"{d.partition}/{d.offset}\t{_cell(d.service)}\t{_cell(d.saga_id)}"
             f"\t{_cell(d.event_type) or '?'}\t{_cell(d.event_id) or '?'}\tattempts={d.attempts}"
-            f"\treplayed={_stamp(at) if at is not None else 'no'}{again}"
+            f"\treplayed={_stamp(at)}{again}"
             f"\t{_cell(d.error_type)}: {_cell(d.error)}"
         )
     replayed = sum(1 for d in letters if (d.partition, d.offset) in done)

@@ -129,10 +129,13 @@ def _count(text: str) -> int:
 
 
 def _number(value: bytes | None) -> float:
+    """A time read from a header: 0.0 unless a number a clock can show (no nan, inf or
+    year 5000: formatting those raises)."""
     try:
-        return float(value or b"")
+        at = float(value or b"")
     except ValueError:
         return 0.0
+    return at if 0.0 <= at < 1e11 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
