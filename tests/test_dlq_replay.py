@@ -275,6 +275,24 @@ async def test_list_and_replay_take_dead_letters_with_odd_headers(
     assert replayed.exit_code == 0, replayed.output
 
 
+async def test_a_record_posing_as_a_marker_is_still_a_letter(
+    bus: Bus, bus_url: str, registry_file: Path, tmp_path: Path
+) -> None:
+    (inventory,) = await services(bus, registry_file, tmp_path, "Inventory")
+    reg = inventory.registry
+    env = Envelope.new(type="OrderCreated", source="tests", saga_id="m1", data=b"{}")
+    live = env.to_record(reg.events_topic.name)
+    posing = ((REPLAY_MARKER, b"0/0"), ("saga_replayed_at", b"1"))
+    await bus.publish([Record(live.topic, live.key, live.value, (*live.headers, *posing))])
+    assert await inventory.consume(1) == ["dead"]
+    (letter,) = await bus.read_all(reg.dead_letter_topic.name)
+    assert not is_marker(letter)
+    assert letter.record.header(REPLAY_MARKER) is None, "marker headers are not kept"
+    listed = await saga(registry_file, bus_url, "dlq", "list")
+    assert "\tm1\tOrderCreated\t" in listed.stdout and "replayed=no" in listed.stdout
+    await inventory.crash()
+
+
 async def test_a_parked_saga_replayed_while_still_failing_does_not_multiply(
     bus: Bus, bus_url: str, registry_file: Path, db_url: str
 ) -> None:

@@ -21,6 +21,7 @@ REPLAY_OF = "saga_replay_of"  # on a replayed copy: partition/offset of its lett
 REPLAY_MARKER = "saga_replay_marker"  # on a marker record: partition/offset of the letter
 REPLAYED_AT = "saga_replayed_at"  # on a marker record: when, seconds since the epoch
 _REPLAY = (REPLAYED, REPLAY_FOR, REPLAY_OF)
+_MARKS = (REPLAY_MARKER, REPLAYED_AT)  # mean something on the dead-letter topic only
 TRUNCATED = "saga_truncated"  # the original value's size, when only its start is kept
 _OURS = (ERROR, ERROR_TYPE, SERVICE, ATTEMPTS, ORIGIN, TRUNCATED)
 _KEPT_HEADERS = 64
@@ -56,7 +57,7 @@ def dead_letter(
         # An oversized record may owe its size to its headers: keep a bounded sample.
         kept = tuple((k[:256], v[:512]) for k, v in rec.headers[:_KEPT_HEADERS])
     headers = (
-        *((k, v) for k, v in kept if k not in _OURS),
+        *((k, v) for k, v in kept if k not in _OURS and k not in _MARKS),
         (ERROR, message.encode("utf-8", "replace")[:4000]),
         (ERROR_TYPE, kind.encode()),
         (SERVICE, service.encode()),
@@ -100,8 +101,9 @@ def marker_record(letter: Delivery, topic: str, at: float | None = None) -> Reco
 
 def is_marker(delivery: Delivery) -> bool:
     """Whether `delivery`, read from the dead-letter topic, is a replay marker (not a
-    letter)."""
-    return delivery.record.header(REPLAY_MARKER) is not None
+    letter: a letter names its service)."""
+    rec = delivery.record
+    return rec.header(REPLAY_MARKER) is not None and rec.header(SERVICE) is None
 
 
 def replays(deliveries: Iterable[Delivery]) -> dict[tuple[int, int], float]:
@@ -110,7 +112,7 @@ def replays(deliveries: Iterable[Delivery]) -> dict[tuple[int, int], float]:
     done: dict[tuple[int, int], float] = {}
     for d in deliveries:
         place = d.record.header(REPLAY_MARKER)
-        if place is None:
+        if place is None or not is_marker(d):
             continue
         partition, _, offset = place.partition(b"/")
         key = (_count(partition.decode("latin-1")), _count(offset.decode("latin-1")))
