@@ -27,6 +27,7 @@ from saga_registry.engine.deadletter import (
     replay_record,
 )
 from saga_registry.engine.envelope import Envelope
+from saga_registry.engine.relay import OutboxRelay
 from saga_registry.registry import Registry, load_registry
 from tests.helpers import ORDERS
 from tests.runtime_kit import Harness, event, publish, scripted
@@ -321,6 +322,7 @@ async def test_a_parked_saga_replayed_while_still_failing_does_not_multiply(
     assert await state(inventory, "p1") == "completed"
     assert await parked(inventory, "p1") is None
     assert len(await letters(bus, reg)) == 12
+    assert await put_back(inventory) == [], "the replay brought every held event"
     await inventory.crash()
 
 
@@ -341,12 +343,45 @@ async def test_a_replay_while_the_service_lags_strands_no_later_event(
     assert await inventory.consume(2) == ["dead", "applied"], "E2 waits, then E1 applies"
     assert await state(inventory, "p2") == "placed"
     assert await parked(inventory, "p2") == reserved.id, "still parked, now behind E2"
+    assert await put_back(inventory) == [reserved.id], "no copy brings E2: Inventory does"
     await publish(bus, reg, event("PaymentSucceeded", "p2"))
-    assert await inventory.consume(1) == ["dead"], "a later live event waits behind E2"
-    done = await saga(registry_file, bus_url, "dlq", "replay")
-    assert done.stdout.startswith("replayed 2 record(s)"), done.output
-    assert await inventory.consume(2) == ["applied", "applied"]
+    # E2's copy, what E1's reaction emitted (not allowed once reserved), the live E3.
+    assert await inventory.consume(3) == ["applied", "skipped", "applied"]
     assert await state(inventory, "p2") == "paid"
     assert await parked(inventory, "p2") is None
     assert created.id != reserved.id
     await inventory.crash()
+
+
+async def test_a_lagging_service_puts_back_only_what_the_replay_does_not_bring(
+    bus: Bus, bus_url: str, registry_file: Path, tmp_path: Path
+) -> None:
+    (inventory,) = await services(bus, registry_file, tmp_path, "Inventory")
+    reg = inventory.registry
+    inventory.service.fail_sagas.add("p3")
+    e1, e2 = await publish(bus, reg, event("OrderCreated", "p3"), event("InventoryReserved", "p3"))
+    assert await inventory.consume(2) == ["dead", "dead"], "E1 fails, E2 waits behind it"
+    (e3,) = await publish(bus, reg, event("PaymentSucceeded", "p3"))  # not yet taken
+    inventory.service.fail_sagas.clear()
+    done = await saga(registry_file, bus_url, "dlq", "replay")
+    assert done.stdout.startswith("replayed 2 record(s)"), done.output
+    # E3 waits; E1's copy applies and, as E2's copy follows it, puts back only E3.
+    assert await inventory.consume(3) == ["dead", "applied", "applied"]
+    assert await parked(inventory, "p3") == e3.id
+    assert await put_back(inventory) == [e3.id]
+    emitted = 1  # E1's reaction emitted InventoryReserved (not allowed once reserved)
+    assert await inventory.consume(1 + emitted) == ["applied", "skipped"]
+    assert await state(inventory, "p3") == "paid"
+    assert await parked(inventory, "p3") is None
+    assert await put_back(inventory) == []
+    assert e1.id != e2.id
+    await inventory.crash()
+
+
+async def put_back(h: Harness) -> list[str]:
+    """Relay `h`'s outbox; the ids of the replayed copies it published."""
+    assert h.db is not None
+    unsent = tables.outbox.c.sent_at.is_(None)
+    rows = await h.rows(select(tables.outbox.c.event_id, tables.outbox.c.headers).where(unsent))
+    await OutboxRelay(h.db, h.bus).relay_once()
+    return [r.event_id for r in rows if dict(r.headers).get(REPLAY_FOR)]

@@ -2,11 +2,12 @@
 
 A replay publishes, for each chosen letter in its order, a copy on the events topic meant
 for the one service whose letter it is (header `saga_replay_for`: the other services let
-it pass), then a marker on the dead-letter topic naming the letter's place and the time
-(header `saga_replay_marker`). A later replay leaves marked letters out unless `--again`;
-`list` shows each letter's last replay. Copies go first: a replay cut short between the
-two leaves a letter unmarked (replayed again next time, a copy its service drops by its
-id) rather than marked but never put back."""
+it pass) and naming the events of the same saga whose copies follow it (header
+`saga_replay_then`, see `engine.parking`), then a marker on the dead-letter topic naming
+the letter's place and the time (header `saga_replay_marker`). A later replay leaves
+marked letters out unless `--again`; `list` shows each letter's last replay. Copies go
+first: a replay cut short between the two leaves a letter unmarked (replayed again next
+time, a copy its service drops by its id) rather than marked but never put back."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from saga_registry.cli.options import (
     registry_option,
     registry_or_fail,
 )
-from saga_registry.engine.bus import Bus, Delivery
+from saga_registry.engine.bus import Bus, Delivery, Record
 from saga_registry.engine.buses import KafkaOptions, bus_from_url
 from saga_registry.engine.deadletter import (
     TRUNCATED,
@@ -152,9 +153,7 @@ def dlq_replay(
             cut = [d for d in fresh if d.record.header(TRUNCATED) is not None]
             fresh = [d for d in fresh if d.record.header(TRUNCATED) is None]
             if not dry_run and fresh:
-                await live.publish(
-                    [replay_record(d.record, topic, f"{d.partition}/{d.offset}") for d in fresh]
-                )
+                await live.publish(_copies(fresh, topic))
                 now = time.time()
                 await live.publish([marker_record(d, dead_topic, now) for d in fresh])
             return fresh, len(cut), len(chosen) - len(fresh) - len(cut)
@@ -177,6 +176,23 @@ def dlq_replay(
     verb = "would replay" if dry_run else "replayed"
     rest = f" ({before} replayed before: --again replays them again)" if before else ""
     click.echo(f"{verb} {len(fresh)} record(s) from {dead_topic} onto {topic}{rest}")
+
+
+def _copies(letters: Sequence[Delivery], topic: str) -> list[Record]:
+    """The copies of `letters` (in order) for `topic`, each naming the events of the same
+    saga and service whose copies follow it."""
+    later: dict[tuple[str, str], list[str]] = {}
+    thens: list[list[str]] = []
+    for d in reversed(letters):
+        x = DeadLetter.of(d)
+        after = later.setdefault((x.service, x.saga_id), [])
+        thens.append(list(reversed(after)))
+        if x.event_id:
+            after.append(x.event_id)
+    return [
+        replay_record(d.record, topic, f"{d.partition}/{d.offset}", then)
+        for d, then in zip(letters, reversed(thens), strict=True)
+    ]
 
 
 class _Nothing(Exception):

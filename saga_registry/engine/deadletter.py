@@ -5,7 +5,7 @@ records that say, on the dead-letter topic itself, which letters were replayed w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from saga_registry.engine.bus import Delivery, Record
@@ -18,9 +18,11 @@ ORIGIN = "saga_origin"  # topic/partition/offset of the original record
 REPLAYED = "saga_replayed"
 REPLAY_FOR = "saga_replay_for"  # on a replayed copy: the one service that takes it in
 REPLAY_OF = "saga_replay_of"  # on a replayed copy: partition/offset of its letter
+REPLAY_THEN = "saga_replay_then"  # on a replayed copy: ids of the saga's copies after it
 REPLAY_MARKER = "saga_replay_marker"  # on a marker record: partition/offset of the letter
 REPLAYED_AT = "saga_replayed_at"  # on a marker record: when, seconds since the epoch
-_REPLAY = (REPLAYED, REPLAY_FOR, REPLAY_OF)
+_REPLAY = (REPLAYED, REPLAY_FOR, REPLAY_OF, REPLAY_THEN)
+_THEN_MAX = 200  # ids named by one copy; past that, the service may put back a duplicate
 _MARKS = (REPLAY_MARKER, REPLAYED_AT)  # mean something on the dead-letter topic only
 TRUNCATED = "saga_truncated"  # the original value's size, when only its start is kept
 _OURS = (ERROR, ERROR_TYPE, SERVICE, ATTEMPTS, ORIGIN, TRUNCATED)
@@ -71,15 +73,41 @@ def dead_letter(
     return Record(topic, rec.key[:keep_bytes] if keep_bytes else rec.key, value, headers)
 
 
-def replay_record(dead: Record, topic: str, of: str = "") -> Record:
+def replay_record(dead: Record, topic: str, of: str = "", then: Sequence[str] = ()) -> Record:
     """The record to put back on `topic`: the original headers, marked as a replay meant
     for the service that dead-lettered it (`passes_by`); `of` names the letter's place
-    (partition/offset) for whoever reads a later letter of the copy."""
+    (partition/offset) for whoever reads a later letter of the copy, `then` the event ids
+    of the copies of the same saga for the same service that the replay puts after it
+    (`engine.parking` puts back, itself, the events held behind the saga that none
+    brings)."""
     headers = tuple((k, v) for k, v in dead.headers if k not in _OURS and k not in _REPLAY)
     mark = [(REPLAYED, b"1"), (REPLAY_FOR, dead.header(SERVICE) or b"")]
     if of:
         mark.append((REPLAY_OF, of.encode()))
+    if then:
+        mark.append((REPLAY_THEN, ",".join(then[:_THEN_MAX]).encode()))
     return Record(topic, dead.key, dead.value, (*headers, *mark))
+
+
+def following(copy: Record) -> frozenset[str]:
+    """The event ids a replayed `copy` says follow it (`replay_record`'s `then`)."""
+    text = (copy.header(REPLAY_THEN) or b"").decode("utf-8", "replace")
+    return frozenset(i for i in text.split(",") if i)
+
+
+def copy_headers(rec: Record) -> list[list[str]]:
+    """`rec`'s headers as an outbox row keeps them ([name, text] pairs), without the
+    replay marks (a copy gets its own): the original headers of an event that may have to
+    be put back. A value that is not UTF-8 text is left out: the outbox keeps text."""
+    kept = []
+    for k, v in rec.headers:
+        if k in _REPLAY:
+            continue
+        try:
+            kept.append([k, v.decode("utf-8")])
+        except UnicodeDecodeError:
+            continue
+    return kept
 
 
 def passes_by(delivery: Delivery, service: str) -> bool:

@@ -219,7 +219,7 @@ class ServiceRunner:
                 raise
             except Parked as exc:
                 await self._dead_letter(delivery, exc, attempts=0)
-                await hold(self.db, envelope)
+                await hold(self.db, envelope, delivery)
                 return "dead"
             except _INFRASTRUCTURE:
                 # The database or the bus is away: not the reaction's fault. The consumer
