@@ -6,6 +6,7 @@ order even when its service was behind at the time of the replay."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from saga_registry.engine.relay import OutboxRelay
 from saga_registry.registry import Registry, load_registry
 from tests.helpers import ORDERS
 from tests.runtime_kit import Harness, event, publish, scripted
+from tests.test_saga_run import bus_object, make_project, saga_cli, start
 
 
 @pytest.fixture(params=["embedded", "kafka"])
@@ -385,3 +387,51 @@ async def put_back(h: Harness) -> list[str]:
     rows = await h.rows(select(tables.outbox.c.event_id, tables.outbox.c.headers).where(unsent))
     await OutboxRelay(h.db, h.bus).relay_once()
     return [r.event_id for r in rows if dict(r.headers).get(REPLAY_FOR)]
+
+
+def test_saga_run_replays_a_record_every_service_fails_without_multiplying(
+    tmp_path: Path, bus_url: str
+) -> None:
+    # Every service of the trip registry dead-letters an unreadable record: one letter
+    # each. A replay used to put each copy before every service: n + n * n letters.
+    root = make_project(tmp_path)
+    url = bus_url if bus_url.startswith("kafka://") else "embedded:bus.db"
+    reg = load_registry(root / "registry" / "saga.yaml")
+    n = len(reg.services)
+    proc = start(root, bus=url)
+    try:
+        asyncio.run(_publish_unreadable(root, url, reg))
+        assert _letters_when_settled(root, url, n) == n
+        for total in (2 * n, 3 * n):
+            done = saga_cli(root, url, "dlq", "replay")
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.startswith(f"replayed {n} record(s)"), done.stdout
+            assert _letters_when_settled(root, url, total) == total
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+async def _publish_unreadable(root: Path, url: str, reg: Registry) -> None:
+    first = next(e for s in reg.services for e in s.initiates)
+    env = Envelope.new(type=first, source="tests", saga_id="trip-x", data=b"{}")
+    async with bus_object(root, url) as b:
+        await b.ensure_topics([TopicSpec(reg.events_topic.name, reg.events_topic.partitions)])
+        await b.publish([env.to_record(reg.events_topic.name)])
+
+
+def _letters_when_settled(root: Path, url: str, expected: int) -> int:
+    """The number of letters `saga dlq list` counts once it reached `expected` and then
+    did not change for two seconds (or after 90 s)."""
+    deadline = time.monotonic() + 90
+    count, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        listed = saga_cli(root, url, "dlq", "list")
+        assert listed.returncode == 0, listed.stderr
+        now = int(listed.stderr.split(" dead-lettered")[0].split()[-1])
+        if now != count:
+            count, since = now, time.monotonic()
+        elif count >= expected and time.monotonic() - since > 2:
+            return count
+        time.sleep(0.3)
+    return count
