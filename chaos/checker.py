@@ -18,7 +18,7 @@ from handlers.payment import accounts, ledger
 from handlers.shop import POOR, RICH
 from saga_registry.engine import tables
 from saga_registry.engine.app import Application
-from saga_registry.engine.deadletter import DeadLetter
+from saga_registry.engine.deadletter import letters
 from saga_registry.engine.errors import EngineError
 from saga_registry.registry.model import Registry
 from saga_registry.registry.outcomes import outcome_paths
@@ -210,18 +210,14 @@ async def check(
             v.problems.append(f"events of sagas nobody placed changed state: {touched[:5]}")
 
     try:
-        letters = (
-            [DeadLetter.of(d) for d in await app.bus.read_all(registry.dead_letter_topic.name)]
-            if app.bus
-            else []
-        )
+        found = letters(await app.bus.read_all(registry.dead_letter_topic.name)) if app.bus else []
     except EngineError as exc:  # the broker is down: judge the rest all the same
         v.dlq_read = False
         v.problems.append(f"the dead-letter topic could not be read: {exc}")
         return v
-    v.dlq = len(letters)
+    v.dlq = len(found)
     wanted = {(key, s.runner.name) for key in dead_keys for s in app.services}
-    missing = wanted - {(d.saga_id, d.service) for d in letters}
+    missing = wanted - {(d.saga_id, d.service) for d in found}
     if missing:
         v.poison_dead_lettered = False
         v.problems.append(

@@ -27,7 +27,7 @@ from saga_registry.engine import tables
 from saga_registry.engine.app import Application
 from saga_registry.engine.bus import Delivery, Record
 from saga_registry.engine.config import Settings
-from saga_registry.engine.deadletter import DeadLetter
+from saga_registry.engine.deadletter import letters
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope, EngineError
 from saga_registry.registry import CodegenError, load_registry
@@ -382,8 +382,8 @@ async def _quiesce(
 async def _poison_unread(app: Application, poisoner: Poisoner) -> int:
     """How many (poison record, service) pairs are not handled yet."""
     assert app.bus is not None and app.registry is not None
-    letters = map(DeadLetter.of, await app.bus.read_all(app.registry.dead_letter_topic.name))
-    lettered = {(d.saga_id, d.service) for d in letters}
+    found = letters(await app.bus.read_all(app.registry.dead_letter_topic.name))
+    lettered = {(d.saga_id, d.service) for d in found}
     unread = 0
     for part in app.services:
         name = part.runner.name

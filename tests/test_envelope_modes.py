@@ -381,3 +381,15 @@ def states_table(db: Path) -> bool:
     with sqlite3.connect(db, timeout=30) as conn:
         found = conn.execute("SELECT name FROM sqlite_master WHERE name = 'saga_state'")
         return found.fetchone() is not None
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_a_dead_letter_shows_the_type_id_and_source_of_either_mode(mode: str) -> None:
+    from saga_registry.engine.bus import Delivery
+    from saga_registry.engine.deadletter import dead_letter
+
+    env = _envelope()
+    record = _binary(env) if mode == "binary" else _structured(_attributes(env))
+    letter = dead_letter(Delivery(record, 0, 7), "t.dlq", "Inventory", "refused", 1)
+    shown = DeadLetter.of(Delivery(letter, 0, 0))
+    assert (shown.event_type, shown.event_id, shown.source) == ("OrderCreated", env.id, env.source)

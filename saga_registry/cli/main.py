@@ -14,10 +14,11 @@ from pathlib import Path
 import click
 
 from saga_registry.cli.databases import db_group
+from saga_registry.cli.dlq import dlq
 from saga_registry.cli.init import init
 from saga_registry.cli.ops import sagas, trace
 from saga_registry.cli.options import package_option
-from saga_registry.cli.runtime import dlq, run
+from saga_registry.cli.runtime import run
 from saga_registry.cli.start import start
 from saga_registry.registry import CodegenError, RegistryInvalid, load_registry
 from saga_registry.registry.model import Registry

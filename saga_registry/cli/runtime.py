@@ -1,4 +1,4 @@
-"""`saga run` and `saga dlq`: the runtime's commands. Settings come from flags, then
+"""`saga run`: the runtime's command. Settings come from flags, then
 environment variables, read here once and passed down."""
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from saga_registry.cli.options import (
     kafka_security,
     package_option,
     registry_option,
-    registry_or_fail,
 )
 from saga_registry.engine.app import Application
-from saga_registry.engine.bus import Bus
-from saga_registry.engine.buses import KafkaOptions, bus_from_url
+from saga_registry.engine.buses import KafkaOptions
 from saga_registry.engine.config import Settings
-from saga_registry.engine.deadletter import TRUNCATED, DeadLetter, replay_record
 from saga_registry.engine.errors import BusUnavailable, EngineError
 
 log = logging.getLogger("saga.run")
@@ -177,95 +174,4 @@ async def _start(app: Application, stop: asyncio.Event, wait_s: float) -> bool:
                 return False
 
 
-@click.group()
-def dlq() -> None:
-    """Inspect and replay the dead-letter topic."""
-
-
-def _bus_and_topics(registry: str, bus: str, kafka: KafkaOptions) -> tuple[Bus, str, str]:
-    reg = registry_or_fail(registry)
-    try:
-        return (
-            bus_from_url(bus, kafka_options=kafka),
-            reg.events_topic.name,
-            reg.dead_letter_topic.name,
-        )
-    except EngineError as exc:
-        fail(str(exc))
-
-
-@dlq.command("list")
-@registry_option
-@bus_option
-@kafka_security
-def dlq_list(
-    registry: str,
-    bus: str,
-    kafka: KafkaOptions,
-) -> None:
-    """Show every dead-lettered record: where from, which service, why."""
-    b, _, dead_topic = _bus_and_topics(registry, bus, kafka)
-
-    async def go() -> list[DeadLetter]:
-        async with b as live:
-            return [DeadLetter.of(d) for d in await live.read_all(dead_topic)]
-
-    try:
-        letters = asyncio.run(go())
-    except EngineError as exc:
-        fail(str(exc))
-    for d in letters:
-        click.echo(
-            f"{d.partition}/{d.offset}\t{d.service}\t{d.saga_id}\t{d.event_type or '?'}"
-            f"\t{d.event_id or '?'}\tattempts={d.attempts}\t{d.error_type}: {d.error}"
-        )
-    click.echo(f"{len(letters)} dead-lettered record(s) in {dead_topic}", err=True)
-
-
-@dlq.command("replay")
-@registry_option
-@bus_option
-@click.option("--service", help="Only records dead-lettered by this service.")
-@click.option("--saga", "saga_id", help="Only records of this saga.")
-@click.option("--dry-run", is_flag=True, help="Show what would be replayed.")
-@kafka_security
-def dlq_replay(
-    registry: str,
-    bus: str,
-    service: str | None,
-    saga_id: str | None,
-    dry_run: bool,
-    kafka: KafkaOptions,
-) -> None:
-    """Put dead-lettered records back on the events topic, in their order. Safe to repeat:
-    services that already applied an event drop the copy by its id."""
-    b, topic, dead_topic = _bus_and_topics(registry, bus, kafka)
-
-    async def go() -> int:
-        async with b as live:
-            chosen = [
-                d
-                for d in await live.read_all(dead_topic)
-                if (service is None or DeadLetter.of(d).service == service)
-                and (saga_id is None or DeadLetter.of(d).saga_id == saga_id)
-            ]
-            chosen.sort(key=lambda d: (d.partition, d.offset))
-            # An oversized record kept only its start: replaying that would only
-            # dead-letter it again.
-            cut = [d for d in chosen if d.record.header(TRUNCATED) is not None]
-            if cut:
-                click.echo(f"not replayed: {len(cut)} truncated oversized record(s)", err=True)
-                chosen = [d for d in chosen if d.record.header(TRUNCATED) is None]
-            if not dry_run and chosen:
-                await live.publish([replay_record(d.record, topic) for d in chosen])
-            return len(chosen)
-
-    try:
-        n = asyncio.run(go())
-    except EngineError as exc:
-        fail(str(exc))
-    verb = "would replay" if dry_run else "replayed"
-    click.echo(f"{verb} {n} record(s) from {dead_topic} onto {topic}")
-
-
-__all__ = ["dlq", "run"]
+__all__ = ["run"]

@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from saga_registry.engine import tables
 from saga_registry.engine.bus import Delivery
+from saga_registry.engine.deadletter import passes_by
 from saga_registry.engine.deadlines import PendingTimers
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope
@@ -72,6 +73,8 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
     limit = runner.settings.max_record_bytes
     if any(d.record.size() > limit for d in batch):
         raise NeedsOneByOne  # dead-lettered there, unread
+    if any(passes_by(d, runner.name) for d in batch):
+        raise NeedsOneByOne  # passed there: rare (a replay), not worth a path of its own
     try:
         items = [(d, *runner.read(d)) for d in batch]
     except BadEnvelope:

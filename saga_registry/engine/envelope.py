@@ -202,6 +202,25 @@ class Envelope:
         )
 
 
+def attributes(record: Record) -> dict[str, str]:
+    """The CloudEvents attributes `record` carries (`type`, `id`, `source`, ...), in either
+    mode, as far as they can be read; never raises (for listing records that may be bad)."""
+    headers = {
+        name: value.decode("utf-8", "replace")
+        for name, value in reversed(record.headers)
+        if name.startswith("ce_") or name == "content-type"
+    }
+    if not media_type(headers.get("content-type", "")).startswith("application/cloudevents"):
+        return {name[3:]: value for name, value in headers.items() if name.startswith("ce_")}
+    try:
+        event = json.loads(record.value)
+    except ValueError:
+        return {}
+    if not isinstance(event, dict):
+        return {}
+    return {k: v for k, v in event.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def media_type(content_type: str) -> str:
     """The media type of a Content-Type value: lowercase, parameters dropped
     (`Application/JSON; charset=utf-8` is `application/json`)."""

@@ -38,7 +38,7 @@ from saga_registry.engine.batch import (
 from saga_registry.engine.bus import Bus, Delivery, Owner, Subscription
 from saga_registry.engine.custody import group_name, record_positions
 from saga_registry.engine.database import Database, damage
-from saga_registry.engine.deadletter import dead_letter, one_line
+from saga_registry.engine.deadletter import dead_letter, one_line, passes_by
 from saga_registry.engine.deadlines import DeadlineArming, PendingTimers
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import (
@@ -51,7 +51,7 @@ from saga_registry.engine.errors import (
 )
 from saga_registry.engine.machine import SagaMachine, Step
 from saga_registry.engine.metrics import Metrics
-from saga_registry.engine.parking import Parked, is_parked, park
+from saga_registry.engine.parking import Parked, hold, is_parked, park
 from saga_registry.engine.reaction import DeliveryContext, inside_reaction, outside_reactions
 from saga_registry.engine.service import Effects, ServiceBase
 from saga_registry.engine.signing import Keyring
@@ -201,7 +201,11 @@ class ServiceRunner:
         self._on_committed()
 
     async def handle(self, delivery: Delivery) -> str:
-        """Handle one delivery; returns what happened (applied, duplicate, skipped, dead)."""
+        """Handle one delivery; returns what happened (applied, duplicate, skipped, dead,
+        passed: a replayed copy of another service's dead letter)."""
+        if passes_by(delivery, self.name):
+            self.metrics.inc("passed", self.name)
+            return "passed"
         size = delivery.record.size()
         if size > self.settings.max_record_bytes:
             too_large = BadEnvelope(
@@ -226,6 +230,7 @@ class ServiceRunner:
                 raise
             except Parked as exc:
                 await self._dead_letter(delivery, exc, attempts=0)
+                await hold(self.db, envelope, delivery)
                 return "dead"
             except _INFRASTRUCTURE as exc:
                 # The database or the bus is away: not the reaction's fault. The consumer

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -110,6 +111,22 @@ parked = Table(
 )
 """Sagas whose event failed every retry here: their later events wait in the dead-letter
 topic too, so that a replay applies them in order."""
+
+parked_held = Table(
+    "saga_parked_held",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("saga_id", String(256), nullable=False, index=True),
+    Column("event_id", String(128), nullable=False),
+    Column("at", Float, nullable=False),
+    # The record as it came, to put it back if no replay brings it.
+    Column("topic", String(255), nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("requeued", Boolean, nullable=False, default=False),
+)
+"""The events dead-lettered behind a parked saga's head, in the order they came (`id`)."""
 
 identity = Table(
     "saga_identity",

@@ -96,7 +96,6 @@ def letters_of(deliveries: Sequence[Delivery], saga_id: str, topic: str) -> list
         where, _, offset = d.origin.rpartition("/")
         origin_topic, _, partition = where.rpartition("/")
         on_log = origin_topic == topic and partition.isdigit() and offset.isdigit()
-        source = delivery.record.header("ce_source")
         found.append(
             Letter(
                 service=d.service,
@@ -104,7 +103,7 @@ def letters_of(deliveries: Sequence[Delivery], saga_id: str, topic: str) -> list
                 offset=int(offset) if on_log else None,
                 event_id=d.event_id,
                 event_type=d.event_type or "?",
-                source=source.decode("utf-8", "replace") if source else "",
+                source=d.source,
                 error=f"{d.error_type}: {d.error}" if d.error_type else d.error,
             )
         )

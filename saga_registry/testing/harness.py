@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from saga_registry.engine import tables
 from saga_registry.engine.app import Application, RunningService
 from saga_registry.engine.config import Settings
-from saga_registry.engine.deadletter import DeadLetter
+from saga_registry.engine.deadletter import DeadLetter, letters
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import EngineError
 from saga_registry.registry.model import Registry
@@ -216,7 +216,7 @@ class SagaHarness:
         """Every record on the dead-letter topic so far, read for people (this test's
         sagas only: the topic is the test's own)."""
         topic = self.registry.dead_letter_topic.name
-        return [DeadLetter.of(d) for d in await self._bus.read_all(topic)]
+        return letters(await self._bus.read_all(topic))
 
     # --- inside ---------------------------------------------------------------------------
 
