@@ -97,7 +97,7 @@ class Application:
                 on_committed=relay.wake,
             )
             self.services.append(RunningService(service, runner, relay, DeadlineTimers(runner), db))
-            runner.keyring = keyring
+            runner.codec.keyring = keyring
             runner.owner = await claim(db, self.bus, name, runner.group, runner.topic)
 
     async def run(self, stop: asyncio.Event) -> None:

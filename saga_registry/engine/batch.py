@@ -76,7 +76,7 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
     if any(passes_by(d, runner.name) for d in batch):
         raise NeedsOneByOne  # passed there: rare (a replay), not worth a path of its own
     try:
-        items = [(d, *runner.read(d)) for d in batch]
+        items = [(d, *runner.codec.read(d)) for d in batch]
     except BadEnvelope:
         raise NeedsOneByOne from None
     now = time.time()
@@ -155,14 +155,6 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
         # (the reactions before may have taken seconds).
         await timers.write(conn)
     return outcomes
-
-
-def envelope_of(delivery: Delivery) -> Envelope:
-    """The envelope `delivery` carries; raises `BadEnvelope` naming what is wrong, also
-    when the bus could not read the record at all."""
-    if delivery.unreadable is not None:
-        raise BadEnvelope(f"unreadable record: {delivery.unreadable}")
-    return Envelope.from_record(delivery.record)
 
 
 def inbox_row(env: Envelope, delivery: Delivery, now: float) -> dict[str, Any]:

@@ -13,7 +13,6 @@ events wait in the dead-letter topic too, in order, until `saga dlq replay`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,7 +20,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,22 +28,21 @@ from saga_registry.engine import answers, tables
 from saga_registry.engine.batch import (
     NeedsOneByOne,
     apply_batch,
-    envelope_of,
     inbox_row,
     log_not_allowed,
     skip_row,
 )
-from saga_registry.engine.bus import Bus, Delivery, Owner, Subscription
-from saga_registry.engine.custody import group_name, record_positions
-from saga_registry.engine.database import Database, damage
+from saga_registry.engine.bus import Bus, Delivery, Owner
+from saga_registry.engine.codec import EventCodec
+from saga_registry.engine.consume import consume, stop_if_damaged
+from saga_registry.engine.custody import group_name
+from saga_registry.engine.database import Database
 from saga_registry.engine.deadletter import dead_letter, one_line, passes_by
 from saga_registry.engine.deadlines import DeadlineArming, PendingTimers
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import (
     BadEnvelope,
     BusUnavailable,
-    DatabaseDamaged,
-    DatabaseMismatch,
     DatabaseUnavailable,
     ForbiddenEmit,
 )
@@ -54,7 +51,6 @@ from saga_registry.engine.metrics import Metrics
 from saga_registry.engine.parking import Parked, hold, is_parked, park
 from saga_registry.engine.reaction import DeliveryContext, inside_reaction, outside_reactions
 from saga_registry.engine.service import Effects, ServiceBase
-from saga_registry.engine.signing import Keyring
 from saga_registry.registry.model import Registry
 
 log = logging.getLogger("saga.runner")
@@ -108,7 +104,6 @@ class ServiceRunner:
         self.group = group_name(registry, self.name)
         self.topic = registry.events_topic.name
         self.dead_letter_topic = registry.dead_letter_topic.name
-        self.source = f"saga/{registry.name}/{self.name}"
         self._reactions: Mapping[str, tuple[str, ...]] = service.reactions
         self._handlers: dict[str, Reaction] = {
             event: getattr(service, method) for event, method in service.handler_names.items()
@@ -120,9 +115,11 @@ class ServiceRunner:
         """The event types this service may give as a deferred reaction's late answer."""
         self.initiates = spec.initiates
         self._on_committed = on_committed or (lambda: None)
-        self._subscription: Subscription | None = None
-        self.keyring: Keyring | None = None
-        """The keys that sign and verify events, when the registry wants them signed."""
+        self.codec = EventCodec(
+            registry, self.name, event_types, self._reactions, self._deferring, self.topic
+        )
+        """How deliveries become events and emitted events records."""
+        self.source = self.codec.source
         self.owner: Owner | None = None
         """The database as the owner of the group's offsets (`custody`), if checked."""
         # Generated bases subclass ServiceBase; a class written by hand may not, and
@@ -131,46 +128,8 @@ class ServiceRunner:
             service.bind_runtime(self)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set; a batch in hand is finished first.
-
-        A bus or database error (a broker restart, a failed commit) does not end the loop:
-        it is logged, and after a pause the runner subscribes again, so that whatever was
-        handed out but not committed is delivered again (and deduplicated)."""
-        pause = self.settings.backoff_s
-        while not stop.is_set():
-            subscription = None
-            try:
-                subscription = self._subscription = await self.bus.subscribe(
-                    self.group, [self.topic], self.owner
-                )
-                while not stop.is_set():
-                    batch = await subscription.fetch(
-                        self.settings.batch, self.settings.poll_timeout_s
-                    )
-                    if batch:
-                        await self.handle_batch(batch)
-                        # The database's mark first: it must never be behind the bus.
-                        await record_positions(self.db, batch)
-                        await subscription.commit(batch)
-                    pause = self.settings.backoff_s
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the loop must outlive any outage
-                self._stop_if_damaged(exc)
-                self.metrics.inc("consumer_errors", self.name)
-                log.warning(
-                    "%s: consumer error, resubscribing in %.2gs: %s",
-                    self.name,
-                    pause,
-                    one_line(exc),
-                )
-                await _sleep_unless(stop, pause)
-                pause = min(pause * 2, self.settings.backoff_max_s * 5)
-            finally:
-                if subscription is not None:
-                    with contextlib.suppress(Exception):
-                        await subscription.close()
-                self._subscription = None
+        """Consume until `stop` is set: see `engine.consume.consume`."""
+        await consume(self, stop)
 
     async def handle_batch(self, batch: list[Delivery]) -> None:
         """Handle deliveries in order; never raises for a bad record or a failing reaction.
@@ -214,7 +173,7 @@ class ServiceRunner:
             await self._dead_letter(delivery, too_large, attempts=0, keep_bytes=_KEEP_BYTES)
             return "dead"
         try:
-            envelope, event = self.read(delivery)
+            envelope, event = self.codec.read(delivery)
         except BadEnvelope as exc:
             await self._dead_letter(delivery, exc, attempts=0)
             return "dead"
@@ -235,10 +194,10 @@ class ServiceRunner:
             except _INFRASTRUCTURE as exc:
                 # The database or the bus is away: not the reaction's fault. The consumer
                 # loop pauses and resubscribes; nothing is dead-lettered or parked for it.
-                self._stop_if_damaged(exc)
+                stop_if_damaged(self, exc)
                 raise
             except Exception as exc:  # any reaction error is retried, then parked
-                self._stop_if_damaged(exc)
+                stop_if_damaged(self, exc)
                 if attempt >= self.settings.max_attempts:
                     log.warning(
                         "%s: %s %s of saga %s failed %d times, dead-lettered: %s: %s",
@@ -258,49 +217,6 @@ class ServiceRunner:
                 )
                 self.metrics.inc("retried", self.name)
                 await asyncio.sleep(delay)
-
-    def _stop_if_damaged(self, exc: Exception) -> None:
-        """Raise `DatabaseDamaged` if `exc` says the database is damaged (and re-raise a
-        `DatabaseMismatch`): retrying cannot help, and dead-lettering would blame the
-        event. It ends the runner's loop."""
-        if isinstance(exc, DatabaseDamaged | DatabaseMismatch):
-            raise exc
-        why = damage(exc)
-        if why is not None:
-            where = self.db.url.render_as_string(hide_password=True)
-            raise DatabaseDamaged(
-                f"{self.name}: database {where} is damaged, stopping: {why}"
-            ) from exc
-
-    def read(self, delivery: Delivery) -> tuple[Envelope, Any]:
-        """The envelope and the typed event `delivery` carries, its signature checked
-        when the registry wants signed events; raises `BadEnvelope` saying what is wrong."""
-        envelope = envelope_of(delivery)
-        event = self.decode(envelope)
-        if self.keyring is not None:
-            self.keyring.verify(self.registry.event(envelope.type).producer, delivery.record)
-        return envelope, event
-
-    def decode(self, envelope: Envelope) -> Any:
-        """The typed event of `envelope`; raises `BadEnvelope` if it is not one."""
-        cls = self.event_types.get(envelope.type)
-        if cls is None:
-            raise BadEnvelope(f"unknown event type {envelope.type!r}")
-        try:
-            event = cls.from_json(envelope.data)
-        except pydantic.ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
-            raise BadEnvelope(
-                f"invalid {envelope.type} payload: {where}: {first['msg']} "
-                f"({exc.error_count()} error(s))"
-            ) from None
-        if event.saga_id() != envelope.saga_id:
-            raise BadEnvelope(
-                f"record key {envelope.saga_id!r} differs from the payload's "
-                f"{self.registry.key} {event.saga_id()!r}"
-            )
-        return event
 
     async def _apply(
         self, conn: AsyncConnection, env: Envelope, event: Any, delivery: Delivery
@@ -375,37 +291,7 @@ class ServiceRunner:
         context = DeliveryContext(env.saga_id, env.id, self.name, conn, state, deadlines)
         with inside_reaction(f"{self.name}'s reaction to {env.type}"):
             emitted = await handler(event, context)
-        return self.emitted_envelope(env, emitted)
-
-    def emitted_envelope(self, cause: Envelope, emitted: Any) -> Envelope | None:
-        """The envelope of what a reaction to `cause` returned (None for nothing);
-        raises `ForbiddenEmit` if the registry does not allow it."""
-        allowed = self._reactions.get(cause.type, ())
-        if emitted is None:
-            if allowed and cause.type not in self._deferring:
-                raise ForbiddenEmit(
-                    f"{self.name} reaction to {cause.type} returned nothing; "
-                    f"it must emit one of {', '.join(allowed)}"
-                )
-            return None
-        kind = getattr(emitted, "event_type", type(emitted).__name__)
-        if kind not in allowed:
-            raise ForbiddenEmit(
-                f"{self.name} reaction to {cause.type} emitted {kind}; the "
-                f"registry allows {', '.join(allowed) or 'nothing'}"
-            )
-        if emitted.saga_id() != cause.saga_id:
-            raise ForbiddenEmit(
-                f"{self.name} emitted {kind} for saga {emitted.saga_id()!r} "
-                f"while handling saga {cause.saga_id!r}"
-            )
-        return Envelope.new(
-            type=kind,
-            source=self.source,
-            saga_id=cause.saga_id,
-            data=emitted.to_json(),
-            cause=cause,
-        )
+        return self.codec.emitted_envelope(env, emitted)
 
     async def initiate(self, event: Any, effects: Effects | None = None) -> Envelope:
         """Emit `event` outside any reaction: see `engine.answers.initiate`."""
@@ -434,9 +320,7 @@ class ServiceRunner:
         """The outbox row that queues `env` for the relay; raises `ForbiddenEmit` for a
         record larger than consumers take (it would sit in the outbox, unsendable or
         dead-lettered by every consumer: better refused while the cause can be retried)."""
-        record = env.to_record(self.topic)
-        if self.keyring is not None:
-            record = self.keyring.sign(self.name, record)
+        record = self.codec.record_of(env)
         size = record.size()
         if size > self.settings.max_record_bytes:
             raise ForbiddenEmit(
@@ -484,8 +368,3 @@ _KEEP_BYTES = 64 << 10
 _QUEUE = insert(tables.outbox)
 
 _INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

@@ -276,6 +276,9 @@ class _KafkaSubscription(Subscription):
         database of its own would act on sagas its database never saw)."""
         assigned = set(self._consumer.assignment())
         if self._owner is None or assigned <= self._checked:
+            # Forget what was taken away: given back later, another member may have
+            # committed it meanwhile.
+            self._checked = assigned
             return
         topics = {tp.topic for tp in assigned}
         for topic in topics:

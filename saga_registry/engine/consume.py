@@ -1,0 +1,70 @@
+"""A service's consumer loop: subscribe, fetch, handle, mark, commit; outlive outages,
+stop on a database that is damaged or not the group's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from saga_registry.engine.custody import record_positions
+from saga_registry.engine.database import damage
+from saga_registry.engine.deadletter import one_line
+from saga_registry.engine.errors import DatabaseDamaged, DatabaseMismatch
+
+if TYPE_CHECKING:
+    from saga_registry.engine.runner import ServiceRunner
+
+log = logging.getLogger("saga.runner")
+
+
+async def consume(runner: ServiceRunner, stop: asyncio.Event) -> None:
+    """Consume for `runner` until `stop` is set; a batch in hand is finished first.
+
+    A bus or database outage (a broker restart, a failed commit) does not end the loop: it
+    is logged, and after a pause the runner subscribes again, so that whatever was handed
+    out but not committed is delivered again (and deduplicated). A damaged database, or one
+    that is not the group's, ends it (`DatabaseDamaged`, `DatabaseMismatch`)."""
+    settings = runner.settings
+    pause = settings.backoff_s
+    while not stop.is_set():
+        subscription = None
+        try:
+            subscription = await runner.bus.subscribe(runner.group, [runner.topic], runner.owner)
+            while not stop.is_set():
+                batch = await subscription.fetch(settings.batch, settings.poll_timeout_s)
+                if batch:
+                    await runner.handle_batch(batch)
+                    # The database's mark first: it must never be behind the bus.
+                    await record_positions(runner.db, batch)
+                    await subscription.commit(batch)
+                pause = settings.backoff_s
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the loop must outlive any outage
+            stop_if_damaged(runner, exc)
+            runner.metrics.inc("consumer_errors", runner.name)
+            log.warning(
+                "%s: consumer error, resubscribing in %.2gs: %s", runner.name, pause, one_line(exc)
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+            pause = min(pause * 2, settings.backoff_max_s * 5)
+        finally:
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.close()
+
+
+def stop_if_damaged(runner: ServiceRunner, exc: Exception) -> None:
+    """Raise `DatabaseDamaged` if `exc` says `runner`'s database is damaged (and re-raise a
+    `DatabaseMismatch`): retrying cannot help, and dead-lettering would blame the event."""
+    if isinstance(exc, DatabaseDamaged | DatabaseMismatch):
+        raise exc
+    why = damage(exc)
+    if why is not None:
+        where = runner.db.url.render_as_string(hide_password=True)
+        raise DatabaseDamaged(
+            f"{runner.name}: database {where} is damaged, stopping: {why}"
+        ) from exc
