@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,7 @@ class SecureKafka:
     username: str
     password: str
     cafile: str
+    env: dict[str, str] = field(repr=False)  # what `scripts/kafka` commands on it need
 
     def args(self, mechanism: str = "SCRAM-SHA-512", **changes: str | None) -> list[str]:
         """The `saga` options that reach it; `changes` replaces (or with None drops) the
@@ -100,10 +101,10 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
         "KAFKA_CONTROLLER_PORT": str(free_port()),
     }
     began = time.monotonic()
-    started = subprocess.run(
-        [str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900
-    )
     try:
+        started = subprocess.run(
+            [str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=900
+        )
         assert started.returncode == 0, started.stdout + started.stderr
         out = started.stdout
         bootstrap = re.search(r"^kafka: bootstrap (\S+), SASL_SSL", out, re.M)
@@ -111,7 +112,7 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
         cafile = re.search(r"^kafka: CA file (.+)$", out, re.M)
         assert bootstrap and user and cafile, out
         print(f"secured Kafka broker up in {time.monotonic() - began:.0f} s")
-        yield SecureKafka(bootstrap[1], user[1], user[2], cafile[1])
+        yield SecureKafka(bootstrap[1], user[1], user[2], cafile[1], env)
     finally:
         subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
 
@@ -260,3 +261,18 @@ def test_a_ca_file_that_holds_no_certificate_is_one_line(
     result = saga(root, *COMMANDS[command], *secure_kafka.args(cafile=str(bogus)))
     line = _one_error_line(result)
     assert str(bogus) in line and "certificate" in line
+
+
+def test_scripts_kafka_keeps_the_scram_user_the_storage_was_formatted_with(
+    secure_kafka: SecureKafka,
+) -> None:
+    script = [str(SCRIPT), "start"]
+    again = subprocess.run(script, env=secure_kafka.env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert f"kafka: user {secure_kafka.username}, password {secure_kafka.password}\n" in (
+        again.stdout
+    )
+    changed = {**secure_kafka.env, "KAFKA_SASL_PASSWORD": "another-password"}
+    refused = subprocess.run(script, env=changed, capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert "was formatted with another SCRAM user or password" in refused.stderr
