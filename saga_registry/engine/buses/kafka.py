@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from saga_registry.engine.bus import Bus, Delivery, Owner, Record, Subscription, TopicSpec
 from saga_registry.engine.buses.kafka_raw import RawReader, delivery
-from saga_registry.engine.errors import BusUnavailable, DatabaseMismatch
+from saga_registry.engine.errors import BusUnavailable, ConfigError, DatabaseMismatch
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class KafkaBus(Bus):
             options["sasl_plain_username"] = self.sasl_username
             options["sasl_plain_password"] = self.sasl_password
         if self.security_protocol in ("SSL", "SASL_SSL"):
-            options["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+            options["ssl_context"] = _ssl_context(self.ssl_cafile)
         return options
 
     async def _connect(self, client: Any, doing: str = "reach") -> None:
@@ -417,12 +418,42 @@ async def _quietly_stop(client: Any) -> None:
                 await client.stop()
 
 
+def _ssl_context(cafile: str | None) -> ssl.SSLContext:
+    """TLS settings trusting the CA certificates in `cafile` (PEM; the system's if None).
+    Raises `ConfigError` naming the file if it cannot be read or holds no certificate."""
+    try:
+        context: ssl.SSLContext = create_ssl_context(cafile=cafile)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"Kafka CA file {cafile}: no PEM CA certificate in it ({_describe(exc)})"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"Kafka CA file {cafile}: cannot read it ({_describe(exc)})") from exc
+    return context
+
+
+# While a silenced aiokafka logger is opened by `_logged_reasons`: its level then, so that
+# a level someone else sets meanwhile is left in place.
+_OPEN_LEVEL = logging.WARNING - 1
+
+
+class _Silenced:
+    """How many `_logged_reasons` are open, and the logger settings the first one saved
+    (None: the logger was not silenced, nothing to restore)."""
+
+    depth = 0
+    saved: tuple[int, bool] | None = None
+
+
 @contextlib.contextmanager
 def _logged_reasons() -> Iterator[list[str]]:
     """What aiokafka logs at WARNING and above meanwhile.
 
     Its exception for a failed bootstrap only says "Unable to bootstrap from [...]"; the
-    cause (connection refused, unknown host, TLS or SASL failure) is only logged.
+    cause (connection refused, unknown host, TLS or SASL failure) is only logged. A caller
+    that silenced aiokafka's logger (saga run does until its services are up, so that one
+    line is all the user sees) still gets the reasons: meanwhile the logger lets WARNING
+    records through to this collector but not on to the root logger's handlers.
     """
     messages: list[str] = []
 
@@ -433,10 +464,21 @@ def _logged_reasons() -> Iterator[list[str]]:
     handler = _Collect(logging.WARNING)
     logger = logging.getLogger("aiokafka")
     logger.addHandler(handler)
+    if _Silenced.depth == 0 and not logger.isEnabledFor(logging.WARNING):
+        _Silenced.saved = (logger.level, logger.propagate)
+        logger.setLevel(_OPEN_LEVEL)
+        logger.propagate = False
+    _Silenced.depth += 1
     try:
         yield messages
     finally:
         logger.removeHandler(handler)
+        _Silenced.depth -= 1
+        if _Silenced.depth == 0 and _Silenced.saved is not None:
+            level, logger.propagate = _Silenced.saved
+            _Silenced.saved = None
+            if logger.level == _OPEN_LEVEL:
+                logger.setLevel(level)
 
 
 def _describe(exc: BaseException) -> str:
