@@ -221,7 +221,8 @@ def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 COMMANDS = {
-    "run": ["run", "--db", "sqlite:///dbs/{service}.db", "--wait-for-bus", "0"],
+    # The default --wait-for-bus (60 s): a refusal must not be waited out like an outage.
+    "run": ["run", "--db", "sqlite:///dbs/{service}.db"],
     "dlq list": ["dlq", "list"],
 }
 
@@ -231,7 +232,9 @@ def test_a_wrong_password_is_one_line(
     tmp_path: Path, secure_kafka: SecureKafka, command: str
 ) -> None:
     root = make_project(tmp_path)
+    began = time.monotonic()
     result = saga(root, *COMMANDS[command], *secure_kafka.args(password="not-the-password"))
+    assert time.monotonic() - began < 40, "a refused login was retried like an outage"
     line = _one_error_line(result)
     assert f"Kafka at {secure_kafka.bootstrap}" in line
     assert "SaslAuthenticationFailed" in line and "invalid credentials" in line
@@ -249,6 +252,17 @@ def test_a_broker_certificate_not_signed_by_the_ca_file_is_one_line(
     line = _one_error_line(result)
     assert f"Kafka at {secure_kafka.bootstrap}" in line
     assert "CERTIFICATE_VERIFY_FAILED" in line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_missing_ca_file_is_one_line(
+    tmp_path: Path, secure_kafka: SecureKafka, command: str
+) -> None:
+    root = make_project(tmp_path)
+    missing = tmp_path / "nowhere" / "ca.pem"
+    result = saga(root, *COMMANDS[command], *secure_kafka.args(cafile=str(missing)))
+    line = _one_error_line(result)
+    assert str(missing) in line and "cannot read it" in line
 
 
 @pytest.mark.parametrize("command", COMMANDS)

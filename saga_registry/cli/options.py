@@ -53,7 +53,7 @@ _KAFKA_SECURITY = [
         "--kafka-ssl-cafile",
         "ssl_cafile",
         envvar="SAGA_KAFKA_SSL_CAFILE",
-        type=click.Path(exists=True, dir_okay=False),
+        type=click.Path(dir_okay=False),
     ),
 ]
 

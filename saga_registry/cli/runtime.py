@@ -23,7 +23,7 @@ from saga_registry.cli.options import (
 from saga_registry.engine.app import Application
 from saga_registry.engine.buses import KafkaOptions
 from saga_registry.engine.config import Settings
-from saga_registry.engine.errors import BusUnavailable, EngineError
+from saga_registry.engine.errors import BusRefused, BusUnavailable, EngineError
 
 log = logging.getLogger("saga.run")
 
@@ -162,7 +162,7 @@ async def _start(app: Application, stop: asyncio.Event, wait_s: float) -> bool:
             return True
         except BusUnavailable as exc:
             left = deadline - asyncio.get_running_loop().time()
-            if left <= 0 or stop.is_set():
+            if left <= 0 or stop.is_set() or isinstance(exc, BusRefused):
                 raise
             if not warned or left < next_warning:
                 log.warning("%s; trying again for %.0f s more", exc, left)

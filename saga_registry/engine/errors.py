@@ -15,6 +15,11 @@ class BusUnavailable(EngineError):
     """The bus cannot be reached or used (an unreachable broker, an unwritable log file)."""
 
 
+class BusRefused(BusUnavailable):
+    """The broker answers but refuses this client (wrong credentials, a certificate not
+    trusted): waiting will not help."""
+
+
 class BadEnvelope(EngineError):
     """A record is not a valid CloudEvent of this saga (missing attribute, unknown type,
     invalid payload). Such records go to the dead-letter topic at once."""

@@ -30,7 +30,12 @@ from aiokafka.structs import OffsetAndMetadata
 
 from saga_registry.engine.bus import Bus, Delivery, Owner, Record, Subscription, TopicSpec
 from saga_registry.engine.buses.kafka_raw import RawReader, delivery
-from saga_registry.engine.errors import BusUnavailable, ConfigError, DatabaseMismatch
+from saga_registry.engine.errors import (
+    BusRefused,
+    BusUnavailable,
+    ConfigError,
+    DatabaseMismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,8 @@ _REQUEST_TIMEOUT_MS = 10_000
 _CONNECT_TIMEOUT_S = 15.0
 # How long read_all and ensure_topics wait for the broker before giving up.
 _WAIT_S = 30.0
+# What aiokafka says when the broker answers but will not have this client.
+_REFUSALS = ("SaslAuthenticationFailed", "CERTIFICATE_VERIFY_FAILED", "UnsupportedSaslMechanism")
 # How long closing one client may take before it is abandoned.
 _STOP_S = 2.0
 # Errors that mean "the broker cannot be reached or used right now".
@@ -105,7 +112,10 @@ class KafkaBus(Bus):
             except (*_FAILURES, ValueError) as exc:
                 reason = reasons[-1] if reasons else _describe(exc)
         await _quietly_stop(client)
-        raise BusUnavailable(f"cannot {doing} Kafka at {self.bootstrap}: {_one_line(reason)}")
+        message = f"cannot {doing} Kafka at {self.bootstrap}: {_one_line(reason)}"
+        if any(words in reason for words in _REFUSALS):
+            raise BusRefused(message)
+        raise BusUnavailable(message)
 
     async def start(self) -> None:
         """Connect the producer; raises `BusUnavailable` within ~15 s if no broker answers."""
