@@ -5,7 +5,6 @@ started once for the session on ports and a state dir of its own."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -18,14 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from saga_registry.engine.bus import TopicSpec
 from saga_registry.engine.buses import KafkaBus
-from saga_registry.engine.envelope import Envelope
 from saga_registry.registry import load_registry
-from tests.autoreact import payload
 from tests.helpers import ROOT
 from tests.test_kafka_script import free_port
-from tests.test_saga_run import SAGA, make_project, start, wait_terminal
+from tests.test_saga_run import SAGA, make_project, place, start, wait_terminal
 
 SCRIPT = ROOT / "scripts" / "kafka"
 
@@ -124,24 +120,6 @@ def saga(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def place(root: Path, n: int, kafka: SecureKafka) -> None:
-    """Start `n` sagas as an outside producer would (JSON CloudEvents), over SASL_SSL."""
-    reg = load_registry(root / "registry" / "saga.yaml")
-    first = next(e for s in reg.services for e in s.initiates)
-    envs = [
-        Envelope.new(
-            type=first,
-            source="tests",
-            saga_id=f"trip-{i}",
-            data=json.dumps(payload(reg, first, f"trip-{i}")).encode(),
-        )
-        for i in range(n)
-    ]
-    async with kafka.bus() as b:
-        await b.ensure_topics([TopicSpec(reg.events_topic.name, reg.events_topic.partitions)])
-        await b.publish([e.to_record(reg.events_topic.name) for e in envs])
-
-
 def stop(proc: subprocess.Popen[str]) -> str:
     """SIGTERM `proc`; its stderr once it has stopped cleanly."""
     proc.send_signal(signal.SIGTERM)
@@ -156,7 +134,7 @@ def test_saga_run_over_sasl_ssl_with_scram_sha_512(
     root = make_project(tmp_path)
     proc = start(root, *secure_kafka.args(), bus=f"kafka://{secure_kafka.bootstrap}")
     try:
-        asyncio.run(place(root, 10, secure_kafka))
+        asyncio.run(place(root, 10, secure_kafka.bus()))
         final = wait_terminal(root, 10)
         reg = load_registry(root / "registry" / "saga.yaml")
         outcomes = {s.name: s.outcome for s in reg.state_machine.states}
@@ -175,7 +153,7 @@ def test_dlq_list_over_sasl_ssl_with_scram_sha_256(
         root, *secure_kafka.args(), bus=f"kafka://{secure_kafka.bootstrap}", fail="Billing"
     )  # its sagas park
     try:
-        asyncio.run(place(root, 3, secure_kafka))
+        asyncio.run(place(root, 3, secure_kafka.bus()))
         deadline = time.monotonic() + 90
         listed = saga(root, "dlq", "list", *secure_kafka.args("SCRAM-SHA-256"))
         while listed.stdout.count("\tBilling\t") < 3 and time.monotonic() < deadline:

@@ -94,9 +94,10 @@ def bus_url(request: pytest.FixtureRequest) -> str:
     return "embedded:bus.db"
 
 
-async def place(root: Path, n: int, bus: str = "embedded:bus.db", start_at: int = 0) -> None:
+async def place(root: Path, n: int, bus: str | Bus = "embedded:bus.db", start_at: int = 0) -> None:
     """Start `n` sagas (`trip-{start_at}` on) the way an outside producer would: plain JSON
-    CloudEvents on the bus, built from the registry alone (no generated code here)."""
+    CloudEvents on the bus (a URL, or a bus not started yet), built from the registry
+    alone (no generated code here)."""
     reg = load_registry(root / "registry" / "saga.yaml")
     first = next(e for s in reg.services for e in s.initiates)
     envs = [
@@ -108,7 +109,7 @@ async def place(root: Path, n: int, bus: str = "embedded:bus.db", start_at: int 
         )
         for i in range(start_at, start_at + n)
     ]
-    async with bus_object(root, bus) as b:
+    async with bus if isinstance(bus, Bus) else bus_object(root, bus) as b:
         await b.ensure_topics([TopicSpec(reg.events_topic.name, reg.events_topic.partitions)])
         await b.publish([e.to_record(reg.events_topic.name) for e in envs])
 
