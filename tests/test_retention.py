@@ -235,13 +235,20 @@ async def test_kafka_topics_are_created_with_their_retention(kafka_bootstrap: st
         responses = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, n, None) for n in names]
         )
-        found: dict[str, str] = {}
+        found: dict[tuple[str, str], str] = {}
         for response in responses:
             for resource in response.resources:
                 for entry in resource[4]:
-                    if entry[0] == "retention.ms":
-                        found[resource[3]] = entry[1]
-        assert found == {names[0]: str(2 * 3600 * 1000), names[1]: str(30 * 86400 * 1000)}
+                    if entry[0] in ("retention.ms", "segment.ms"):
+                        found[(resource[3], entry[0])] = entry[1]
+        day_ms = str(86400 * 1000)
+        assert found == {
+            (names[0], "retention.ms"): str(2 * 3600 * 1000),
+            (names[0], "segment.ms"): str(2 * 3600 * 1000),
+            # Dead letters are kept a month; their segments roll daily.
+            (names[1], "retention.ms"): str(30 * 86400 * 1000),
+            (names[1], "segment.ms"): day_ms,
+        }
     finally:
         await admin.close()
         await bus.stop()

@@ -33,7 +33,8 @@ The log:
   that every consumer group of the topic has committed past. It never deletes a record
   a group has not read, nor the last record of a partition (it carries the next offset).
 - On Kafka, `ensure_topics` creates the events topic with `retention.ms` =
-  `log_retention_s` and the dead-letter topic with `dead_letter_retention_s`: dead
+  `log_retention_s` and the dead-letter topic with `dead_letter_retention_s` (and
+  `segment.ms` at most a day, so that segments roll and can be deleted): dead
   letters are the evidence of what failed and wait for `saga dlq replay`, so they are
   kept longer. Kafka's retention is by time only, so keep it longer than any outage of a
   consumer group. A topic that exists already keeps its configuration.
@@ -281,15 +282,20 @@ async def ensure_topics(bus: Bus, registry: Registry, settings: RetentionSetting
 def kafka_topic_configs(
     registry: Registry, settings: RetentionSettings
 ) -> dict[str, dict[str, str]]:
-    """Per topic name, the configs `ensure_topics` gives a Kafka topic it creates."""
+    """Per topic name, the configs `ensure_topics` gives a Kafka topic it creates.
+
+    Kafka deletes whole segments only, and by default rolls a segment after 7 days, so a
+    record could outlive its retention by that much: `segment.ms` is set to the
+    retention, at most a day."""
     return {
-        registry.events_topic.name: {"retention.ms": _ms(settings.log_retention_s)},
-        registry.dead_letter_topic.name: {"retention.ms": _ms(settings.dead_letter_retention_s)},
+        registry.events_topic.name: _retention(settings.log_retention_s),
+        registry.dead_letter_topic.name: _retention(settings.dead_letter_retention_s),
     }
 
 
-def _ms(seconds: float) -> str:
-    return str(round(seconds * 1000))
+def _retention(seconds: float) -> dict[str, str]:
+    ms = max(1, round(seconds * 1000))
+    return {"retention.ms": str(ms), "segment.ms": str(min(ms, round(DAY_S * 1000)))}
 
 
 async def _every(
