@@ -74,6 +74,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--dedupe-window",
     callback=_duration,
+    metavar="DURATION",
     default="7d",
     envvar="SAGA_DEDUPE_WINDOW",
     show_default=True,
@@ -82,6 +83,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--log-retention",
     callback=_duration,
+    metavar="DURATION",
     default="7d",
     envvar="SAGA_LOG_RETENTION",
     show_default=True,
@@ -90,6 +92,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--dead-letter-retention",
     callback=_duration,
+    metavar="DURATION",
     default="30d",
     envvar="SAGA_DEAD_LETTER_RETENTION",
     show_default=True,
@@ -98,6 +101,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--sent-outbox-retention",
     callback=_duration,
+    metavar="DURATION",
     default="1h",
     envvar="SAGA_SENT_OUTBOX_RETENTION",
     show_default=True,
@@ -106,6 +110,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
 @click.option(
     "--prune-every",
     callback=_duration,
+    metavar="DURATION",
     default="60s",
     envvar="SAGA_PRUNE_EVERY",
     show_default=True,

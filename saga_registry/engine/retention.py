@@ -20,7 +20,8 @@ What a pass deletes in a service's database:
 Why a duplicate older than the window is still not applied twice: the inbox row that
 would have recognised it is gone, but the saga's state row is not. The copy is judged by
 the state machine from the saga's terminal state, where no transition is allowed
-(`SagaMachine.step` finds none), so the runner records it as skipped ("not_allowed") and
+(`SagaMachine.step` finds none; `saga validate` refuses any transition out of a
+terminal state), so the runner records it as skipped ("not_allowed") and
 runs no reaction, emits nothing, arms nothing. That is why **`saga_state` rows of ended
 sagas are kept**: one short row per saga (its id, terminal state and times) is what
 makes the dedupe window safe, and it is also the outcome `saga sagas` reports. Deleting
