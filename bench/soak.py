@@ -114,6 +114,20 @@ def _mb(path: Path) -> float:
     return size / 1e6
 
 
+def _table_bytes(path: Path) -> dict[str, int]:
+    """Bytes of each table and index in the SQLite file at `path` (free pages apart)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        return {**{str(n): int(b) for n, b in rows}, "(free pages)": free * size}
+    except sqlite3.OperationalError:  # an SQLite built without dbstat
+        return {}
+    finally:
+        conn.close()
+
+
 def _rows(path: Path, table: str) -> int:
     if not path.exists():
         return 0
@@ -183,6 +197,19 @@ class Soak:
             await asyncio.sleep(0.2)
         self.row(target, count / (time.monotonic() - began))
 
+    def breakdown(self) -> None:
+        """Where the bytes of the service databases are at the end, summed, largest first."""
+        total: dict[str, int] = {}
+        for s in self.services:
+            for name, size in _table_bytes(self.state / f"{s.lower()}.db").items():
+                total[name] = total.get(name, 0) + size
+        if not total:
+            return
+        print("\nbytes by table and index, all service databases (MB):")
+        for name, size in sorted(total.items(), key=lambda kv: -kv[1])[:12]:
+            print(f"  {name:<32} {size / 1e6:>8.2f}")
+        sys.stdout.flush()
+
     def row(self, sagas: int, rate: float) -> None:
         files = {s: self.state / f"{s.lower()}.db" for s in self.services}
         sizes = " ".join(f"{_mb(files[s]):>9.2f}" for s in self.services)
@@ -249,6 +276,7 @@ async def _soak(args: argparse.Namespace, state: Path) -> None:
         soak.header()
         for first in range(0, args.sagas, args.step):
             await soak.step(first, min(args.step, args.sagas - first), args.timeout)
+        soak.breakdown()
     finally:
         stop.set()
         if running is not None:
