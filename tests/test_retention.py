@@ -216,6 +216,21 @@ async def test_the_embedded_log_keeps_what_a_group_has_not_committed(tmp_path: P
         await bus.stop()
 
 
+async def test_a_log_prune_pass_ends_after_its_chunk_once_told_to_stop(tmp_path: Path) -> None:
+    """Stopping a service must not wait for a long pass: it ends between two chunks."""
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    await bus.start()
+    try:
+        await bus.publish([Record("ev", b"k", b"v") for _ in range(10)])
+        stop = asyncio.Event()
+        stop.set()
+        later = time.time() + 10
+        assert await bus.prune(1.0, now=later, chunk=2, stop=stop) == 2
+        assert await bus.prune(1.0, now=later, chunk=2) == 7  # the last record stays
+    finally:
+        await bus.stop()
+
+
 def _part(key: bytes) -> int:
     from saga_registry.engine.buses.embedded import partition_for
 

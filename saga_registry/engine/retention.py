@@ -134,6 +134,7 @@ class ServicePruner:
         self.terminal = terminal
         self.settings = settings
         self._indexed = False
+        self._stop: asyncio.Event | None = None
 
     @classmethod
     def of(cls, runner: ServiceRunner, settings: RetentionSettings) -> ServicePruner:
@@ -142,7 +143,9 @@ class ServicePruner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """A pass every `every_s` until `stop` is set; a failing pass is logged and
-        tried again at the next (nothing it leaves is wrong, only not yet deleted)."""
+        tried again at the next (nothing it leaves is wrong, only not yet deleted).
+        A pass in hand stops between two chunks when `stop` is set."""
+        self._stop = stop
         await _every(stop, self.settings.every_s, self.prune_once, f"{self.name}: prune")
 
     async def prune_once(self, now: float | None = None) -> Pruned:
@@ -208,7 +211,7 @@ class ServicePruner:
             async with self.db.transaction() as conn:
                 result = await conn.execute(statement(chunk))
             total += result.rowcount
-            if result.rowcount < chunk:
+            if result.rowcount < chunk or (self._stop is not None and self._stop.is_set()):
                 return total
             await asyncio.sleep(0)  # let the runner's transactions in between chunks
 
@@ -236,10 +239,14 @@ class LogPruner:
         self.settings = settings
 
     async def run(self, stop: asyncio.Event) -> None:
-        """A pass every `every_s` until `stop` is set."""
-        await _every(stop, self.settings.every_s, self.prune_once, "embedded log: prune")
+        """A pass every `every_s` until `stop` is set (which also ends a pass in hand)."""
 
-    async def prune_once(self, now: float | None = None) -> int:
+        async def once() -> int:
+            return await self.prune_once(stop=stop)
+
+        await _every(stop, self.settings.every_s, once, "embedded log: prune")
+
+    async def prune_once(self, now: float | None = None, stop: asyncio.Event | None = None) -> int:
         """One pass; returns the records deleted."""
         s = self.settings
         deleted = await self.bus.prune(
@@ -247,6 +254,7 @@ class LogPruner:
             per_topic={self.dead_letter_topic: s.dead_letter_retention_s},
             now=now,
             chunk=s.chunk,
+            stop=stop,
         )
         if deleted:
             log.info("embedded log: pruned %d records", deleted)

@@ -262,6 +262,7 @@ class EmbeddedBus(Bus):
         per_topic: Mapping[str, float] | None = None,
         now: float | None = None,
         chunk: int = 1000,
+        stop: asyncio.Event | None = None,
     ) -> int:
         """Delete records older than `retention_s` (`per_topic[topic]` for the topics it
         names) that every consumer group of their topic has committed past; returns how
@@ -272,7 +273,8 @@ class EmbeddedBus(Bus):
         last record of each partition is always kept: the next offset is counted from it.
         A topic no group has committed on is pruned by age alone (as Kafka's retention
         does; the dead-letter topic is read without a group). Each chunk of `chunk`
-        records is one short write transaction, so publishers and commits interleave.
+        records is one short write transaction, so publishers and commits interleave;
+        `stop`, once set, ends the pass after the chunk in hand.
         The file does not shrink: SQLite reuses the freed pages, so it levels off.
         """
         now = time.time() if now is None else now
@@ -287,6 +289,8 @@ class EmbeddedBus(Bus):
                 while True:
                     done = await self._prune_chunk(str(topic), partition, cutoff, chunk)
                     deleted += done
+                    if stop is not None and stop.is_set():
+                        return deleted
                     if done < chunk:
                         break
         return deleted
