@@ -24,8 +24,17 @@ from saga_registry.engine.app import Application
 from saga_registry.engine.buses import KafkaOptions
 from saga_registry.engine.config import Settings
 from saga_registry.engine.errors import BusRefused, BusUnavailable, EngineError
+from saga_registry.engine.retention import RetentionSettings, parse_duration
 
 log = logging.getLogger("saga.run")
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """Seconds, written as a number with an optional unit: 90, 60s, 30m, 12h, 7d."""
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 @click.command()
@@ -59,6 +68,51 @@ log = logging.getLogger("saga.run")
     type=click.FloatRange(0),
     help="Seconds to keep trying to reach the bus at start (a broker restarting).",
 )
+@click.option(
+    "--dedupe-window",
+    callback=_duration,
+    metavar="DURATION",
+    default="7d",
+    envvar="SAGA_DEDUPE_WINDOW",
+    show_default=True,
+    help="Inbox and skipped rows of ended sagas older than this are pruned (60s, 12h, 7d).",
+)
+@click.option(
+    "--log-retention",
+    callback=_duration,
+    metavar="DURATION",
+    default="7d",
+    envvar="SAGA_LOG_RETENTION",
+    show_default=True,
+    help="Records of the events topic kept this long (embedded log; new Kafka topics).",
+)
+@click.option(
+    "--dead-letter-retention",
+    callback=_duration,
+    metavar="DURATION",
+    default="30d",
+    envvar="SAGA_DEAD_LETTER_RETENTION",
+    show_default=True,
+    help="Records of the dead-letter topic kept this long.",
+)
+@click.option(
+    "--sent-outbox-retention",
+    callback=_duration,
+    metavar="DURATION",
+    default="1h",
+    envvar="SAGA_SENT_OUTBOX_RETENTION",
+    show_default=True,
+    help="Sent outbox rows kept this long.",
+)
+@click.option(
+    "--prune-every",
+    callback=_duration,
+    metavar="DURATION",
+    default="60s",
+    envvar="SAGA_PRUNE_EVERY",
+    show_default=True,
+    help="Time between prune passes; 0 turns pruning off.",
+)
 def run(
     services: tuple[str, ...],
     registry: str,
@@ -70,6 +124,11 @@ def run(
     allow_stubs: bool,
     log_level: str,
     wait_s: float,
+    dedupe_window: float,
+    log_retention: float,
+    dead_letter_retention: float,
+    sent_outbox_retention: float,
+    prune_every: float,
 ) -> None:
     """Run SERVICES (all of the registry's if none) until SIGINT or SIGTERM."""
     logging.basicConfig(
@@ -94,6 +153,13 @@ def run(
         kafka=kafka,
         options=tuple(pairs),
         allow_stubs=allow_stubs,
+        retention=RetentionSettings(
+            dedupe_window_s=dedupe_window,
+            sent_outbox_s=sent_outbox_retention,
+            log_retention_s=log_retention,
+            dead_letter_retention_s=dead_letter_retention,
+            every_s=prune_every,
+        ),
     )
     try:
         asyncio.run(_run(settings, wait_s))

@@ -9,7 +9,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from saga_registry.engine.bus import Bus, TopicSpec
+from saga_registry.engine import retention
+from saga_registry.engine.bus import Bus
 from saga_registry.engine.buses import bus_from_url
 from saga_registry.engine.config import Settings
 from saga_registry.engine.custody import claim
@@ -75,12 +76,7 @@ class Application:
         if self.bus is None:
             self.bus = bus_from_url(self.settings.bus, kafka_options=self.settings.kafka)
         await self.bus.start()
-        await self.bus.ensure_topics(
-            [
-                TopicSpec(reg.events_topic.name, reg.events_topic.partitions),
-                TopicSpec(reg.dead_letter_topic.name, reg.dead_letter_topic.partitions),
-            ]
-        )
+        await retention.ensure_topics(self.bus, reg, self.settings.retention)
         for service in instances:
             name = service.service_name
             db = Database(database_url(self.settings.db, name), getattr(service, "metadata", None))
@@ -116,6 +112,9 @@ class Application:
                 asyncio.create_task(s.timers.run(stop), name=f"{name}.timers"),
             ]
             relays.append(asyncio.create_task(s.relay.run(drain), name=f"{name}.relay"))
+        assert self.bus is not None
+        runners = [s.runner for s in self.services]
+        workers += retention.prune_tasks(runners, self.bus, self.settings.retention, stop)
         try:
             for s in self.services:
                 await _start_hook(s)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from saga_registry.engine.buses.url import KafkaOptions
+from saga_registry.engine.retention import RetentionSettings
 from saga_registry.engine.runner import RunnerSettings
 
 DEFAULT_BUS = "embedded:.saga/bus.db"
@@ -23,6 +24,8 @@ class Settings:
     package: str = "handlers"
     kafka: KafkaOptions = field(default_factory=KafkaOptions)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    """The dedupe window and what is kept how long (`saga_registry.engine.retention`)."""
     options: tuple[tuple[str, str], ...] = ()
     """`KEY=VALUE` settings for the services (`--set`); each service whose class has
     `configure(options)` receives them all. A key no service of the registry declares in

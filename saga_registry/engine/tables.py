@@ -40,6 +40,8 @@ inbox = Table(
     Column("log_partition", Integer, nullable=True),
     Column("log_offset", BigInteger, nullable=True),
     Index("ix_saga_inbox_saga", "saga_id"),
+    # The prune pass finds rows older than the dedupe window by it (`retention`).
+    Index("ix_saga_inbox_received", "received_at"),
 )
 """Every event this service has taken in: the dedupe key, and the saga's history here."""
 
@@ -87,6 +89,7 @@ skipped = Table(
     Column("log_partition", Integer, nullable=True),
     Column("log_offset", BigInteger, nullable=True),
     Index("ix_saga_skipped_saga", "saga_id"),
+    Index("ix_saga_skipped_at", "at"),
 )
 """Events recorded but not applied: duplicates and events not allowed in the state."""
 

@@ -17,7 +17,7 @@ import json
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -255,6 +255,51 @@ class EmbeddedBus(Bus):
 
         return await self._read(read)
 
+    async def prune(
+        self,
+        retention_s: float,
+        *,
+        per_topic: Mapping[str, float] | None = None,
+        now: float | None = None,
+        chunk: int = 1000,
+        stop: asyncio.Event | None = None,
+    ) -> int:
+        """Delete records older than `retention_s` (`per_topic[topic]` for the topics it
+        names) that every consumer group of their topic has committed past; returns how
+        many were deleted.
+
+        A record is kept while any group that has committed on its topic has not
+        committed past it (a group with no offset on a partition counts as at 0), and the
+        last record of each partition is always kept: the next offset is counted from it.
+        A topic no group has committed on is pruned by age alone (as Kafka's retention
+        does; the dead-letter topic is read without a group). Each chunk of `chunk`
+        records is one short write transaction, so publishers and commits interleave;
+        `stop`, once set, ends the pass after the chunk in hand.
+        The file does not shrink: SQLite reuses the freed pages, so it levels off.
+        """
+        now = time.time() if now is None else now
+        limits = dict(per_topic or {})
+        deleted = 0
+        partitions = await self._read(
+            lambda c: c.execute("SELECT name, partitions FROM topics").fetchall()
+        )
+        for topic, count in partitions:
+            cutoff = now - limits.get(topic, retention_s)
+            for partition in range(int(count)):
+                while True:
+                    done = await self._prune_chunk(str(topic), partition, cutoff, chunk)
+                    deleted += done
+                    if stop is not None and stop.is_set():
+                        return deleted
+                    if done < chunk:
+                        break
+        return deleted
+
+    async def _prune_chunk(self, topic: str, partition: int, cutoff: float, chunk: int) -> int:
+        done: list[int] = []
+        await self._write(lambda c: done.append(_prune(c, topic, partition, cutoff, chunk)))
+        return done[0]
+
     # --- running work on the connection's thread ---------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
@@ -289,6 +334,30 @@ class EmbeddedBus(Bus):
             await self._run(transaction)
         except sqlite3.Error as exc:
             raise BusUnavailable(f"cannot write embedded log at {self.path}: {exc}") from exc
+
+
+def _prune(conn: sqlite3.Connection, topic: str, partition: int, cutoff: float, chunk: int) -> int:
+    """Delete up to `chunk` records of one partition that `EmbeddedBus.prune` may
+    delete (inside the caller's write transaction, so the groups' offsets read here
+    cannot move back under it); returns how many."""
+    groups = conn.execute(
+        'SELECT g."group", COALESCE(MAX(CASE WHEN g."partition" = ? THEN g.next_offset END), 0)'
+        ' FROM group_offsets g WHERE g.topic = ? GROUP BY g."group"',
+        (partition, topic),
+    ).fetchall()
+    last = conn.execute(
+        'SELECT MAX("offset") FROM records WHERE topic = ? AND "partition" = ?',
+        (topic, partition),
+    ).fetchone()[0]
+    if last is None:
+        return 0
+    below = min([int(last), *(int(n) for _, n in groups)])
+    return conn.execute(
+        'DELETE FROM records WHERE topic = ? AND "partition" = ? AND "offset" IN ('
+        ' SELECT "offset" FROM records WHERE topic = ? AND "partition" = ?'
+        ' AND "offset" < ? AND ts < ? ORDER BY "offset" LIMIT ?)',
+        (topic, partition, topic, partition, below, cutoff, chunk),
+    ).rowcount
 
 
 def _delivery(topic: str, row: tuple[int, int, object, object, object]) -> Delivery:

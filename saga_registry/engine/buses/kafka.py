@@ -96,8 +96,13 @@ class KafkaBus(Bus):
         if producer is not None:
             await quietly_stop(producer)
 
-    async def ensure_topics(self, topics: Sequence[TopicSpec]) -> None:
-        """Create the missing topics, then wait until every partition has a leader."""
+    async def ensure_topics(
+        self, topics: Sequence[TopicSpec], configs: dict[str, dict[str, str]] | None = None
+    ) -> None:
+        """Create the missing topics, then wait until every partition has a leader.
+
+        `configs[name]` are topic configs (e.g. `retention.ms`) given to topic `name` when
+        it is created here; a topic that exists already keeps its own."""
         admin = AIOKafkaAdminClient(**self._client_options())
         await connect(admin, self.bootstrap)
         try:
@@ -108,7 +113,15 @@ class KafkaBus(Bus):
                     brokers = len((await admin.describe_cluster())["brokers"])
                     replicas = max(1, min(3, brokers))
                     response = await admin.create_topics(
-                        [NewTopic(t.name, t.partitions, replicas) for t in missing]
+                        [
+                            NewTopic(
+                                t.name,
+                                t.partitions,
+                                replicas,
+                                topic_configs=(configs or {}).get(t.name, {}),
+                            )
+                            for t in missing
+                        ]
                     )
                     for topic, code, *_ in response.topic_errors:
                         # Another process may have created it since list_topics: fine.
