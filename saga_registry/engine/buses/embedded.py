@@ -13,7 +13,6 @@ never stays open across an `await`, and a cancelled caller cannot leave one half
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 import zlib
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from saga_registry.engine.bus import Bus, Delivery, Owner, Record, Subscription, TopicSpec
+from saga_registry.engine.buses.embedded_rows import delivery_of, encode_headers
+from saga_registry.engine.buses.embedded_subscription import EmbeddedSubscription
 from saga_registry.engine.errors import BusUnavailable
 
 _T = TypeVar("_T")
@@ -54,38 +55,11 @@ CREATE TABLE IF NOT EXISTS group_offsets (
 """
 
 _BUSY_TIMEOUT_MS = 10_000
-# The header that keeps the raw headers column of a row that could not be read.
-_RAW_HEADERS = "saga_raw_headers"
 
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of `key`: stable across processes and runs (unlike `hash()`)."""
     return zlib.crc32(key) % partitions
-
-
-def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> str:
-    # Latin-1 maps every byte to one code point and back, so any bytes round-trip exactly,
-    # and the usual ASCII header values stay readable in the file.
-    return json.dumps([[name, value.decode("latin-1")] for name, value in headers])
-
-
-def _decode_headers(text: str | bytes) -> tuple[tuple[str, bytes], ...]:
-    """The headers `_encode_headers` wrote; raises `ValueError` for anything else."""
-    pairs = json.loads(text)
-    if not isinstance(pairs, list) or not all(
-        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs
-    ):
-        raise ValueError("not a list of [name, value] text pairs")
-    return tuple((name, value.encode("latin-1")) for name, value in pairs)
-
-
-def _as_bytes(column: object) -> bytes:
-    """A key or value column as bytes, whatever SQLite type a foreign writer gave it."""
-    if isinstance(column, bytes):
-        return column
-    if column is None:
-        return b""
-    return str(column).encode("utf-8", "surrogateescape")
 
 
 class EmbeddedBus(Bus):
@@ -205,7 +179,7 @@ class EmbeddedBus(Bus):
                     partition,
                     offset,
                     record.key,
-                    _encode_headers(record.headers),
+                    encode_headers(record.headers),
                     record.value,
                     now,
                 )
@@ -229,7 +203,7 @@ class EmbeddedBus(Bus):
     ) -> Subscription:
         """A subscription of `group` to `topics` (topics may be created later)."""
         self._connection()
-        return _EmbeddedSubscription(self, group, tuple(topics), owner or Owner())
+        return EmbeddedSubscription(self, group, tuple(topics), owner or Owner())
 
     async def committed(self, group: str, topic: str) -> dict[int, tuple[int, str]]:
         """The group's committed offsets on `topic`, with their owners."""
@@ -251,7 +225,7 @@ class EmbeddedBus(Bus):
                 ' WHERE topic = ? ORDER BY "partition", "offset"',
                 (topic,),
             ).fetchall()
-            return [_delivery(topic, row) for row in rows]
+            return [delivery_of(topic, row) for row in rows]
 
         return await self._read(read)
 
@@ -358,116 +332,3 @@ def _prune(conn: sqlite3.Connection, topic: str, partition: int, cutoff: float, 
         ' AND "offset" < ? AND ts < ? ORDER BY "offset" LIMIT ?)',
         (topic, partition, topic, partition, below, cutoff, chunk),
     ).rowcount
-
-
-def _delivery(topic: str, row: tuple[int, int, object, object, object]) -> Delivery:
-    """A row as a delivery; a row this bus did not write (a foreign or damaged one) is
-    marked unreadable with what could be read, its raw headers column kept as a header."""
-    partition, offset, key, headers, value = row
-    unreadable = None
-    try:
-        if not isinstance(headers, str | bytes):
-            raise ValueError(f"a {type(headers).__name__}, not text")
-        decoded = _decode_headers(headers)
-    except ValueError as exc:  # JSONDecodeError and UnicodeError are ValueErrors
-        unreadable = f"headers column unreadable: {' '.join(str(exc).split())}"
-        decoded = ((_RAW_HEADERS, _as_bytes(headers)),)
-    if not isinstance(key, bytes) or not isinstance(value, bytes):
-        unreadable = unreadable or "key or value column is not a BLOB"
-    record = Record(topic=topic, key=_as_bytes(key), value=_as_bytes(value), headers=decoded)
-    return Delivery(record=record, partition=partition, offset=offset, unreadable=unreadable)
-
-
-class _EmbeddedSubscription(Subscription):
-    """Reads `topics` for `group`, from the group's committed offsets on.
-
-    The read position lives in memory: it moves on as records are handed out, and a new
-    subscription starts again from the committed offsets.
-    """
-
-    def __init__(self, bus: EmbeddedBus, group: str, topics: tuple[str, ...], owner: Owner) -> None:
-        self._bus = bus
-        self._group = group
-        self._topics = topics
-        self._owner = owner
-        self._positions: dict[tuple[str, int], int] = {}
-        self._turn = 0
-        self._closed = False
-
-    async def fetch(self, max_records: int = 500, timeout_s: float = 0.5) -> list[Delivery]:
-        """Up to `max_records` next deliveries, polling until some come or `timeout_s` ends."""
-        if self._closed:
-            raise BusUnavailable("embedded subscription is closed")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            deliveries = await self._bus._read(lambda c: self._next(c, max_records))
-            if deliveries or loop.time() >= deadline:
-                return deliveries
-            await asyncio.sleep(min(self._bus.poll_interval_s, max(0.0, deadline - loop.time())))
-
-    def _next(self, conn: sqlite3.Connection, max_records: int) -> list[Delivery]:
-        self._discover(conn)
-        places = sorted(self._positions)
-        if not places:
-            return []
-        # Start at a different partition each time, so a busy one cannot starve the rest.
-        self._turn = (self._turn + 1) % len(places)
-        out: list[Delivery] = []
-        for place in places[self._turn :] + places[: self._turn]:
-            if len(out) >= max_records:
-                break
-            topic, partition = place
-            rows = conn.execute(
-                'SELECT "partition", "offset", key, headers, value FROM records'
-                ' WHERE topic = ? AND "partition" = ? AND "offset" >= ?'
-                ' ORDER BY "offset" LIMIT ?',
-                (topic, partition, self._positions[place], max_records - len(out)),
-            ).fetchall()
-            if rows:
-                out.extend(_delivery(topic, row) for row in rows)
-                self._positions[place] = rows[-1][1] + 1
-        return out
-
-    def _discover(self, conn: sqlite3.Connection) -> None:
-        """Add partitions not seen yet, at the group's committed offset (0 if none)."""
-        marks = ",".join("?" * len(self._topics))
-        known = conn.execute(
-            f"SELECT name, partitions FROM topics WHERE name IN ({marks})", self._topics
-        ).fetchall()
-        for topic, partitions in known:
-            for partition in range(partitions):
-                if (topic, partition) in self._positions:
-                    continue
-                row = conn.execute(
-                    'SELECT next_offset FROM group_offsets WHERE "group" = ? AND topic = ?'
-                    ' AND "partition" = ?',
-                    (self._group, topic, partition),
-                ).fetchone()
-                self._positions[(topic, partition)] = int(row[0]) if row else 0
-
-    async def commit(self, deliveries: Sequence[Delivery]) -> None:
-        """Store, per partition, the offset after the highest delivery given."""
-        nexts: dict[tuple[str, int], int] = {}
-        for d in deliveries:
-            place = (d.record.topic, d.partition)
-            nexts[place] = max(nexts.get(place, 0), d.offset + 1)
-        if not nexts:
-            return
-        rows = [
-            (self._group, topic, partition, n, self._owner.id)
-            for (topic, partition), n in nexts.items()
-        ]
-        await self._bus._write(
-            lambda c: c.executemany(
-                'INSERT INTO group_offsets ("group", topic, "partition", next_offset, owner)'
-                ' VALUES (?, ?, ?, ?, ?) ON CONFLICT ("group", topic, "partition")'
-                " DO UPDATE SET next_offset = excluded.next_offset, owner = excluded.owner",
-                rows,
-            )
-        )
-
-    async def close(self) -> None:
-        """Forget the read position; uncommitted deliveries come again to the next one."""
-        self._closed = True
-        self._positions.clear()

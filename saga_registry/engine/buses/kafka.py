@@ -37,7 +37,8 @@ class KafkaBus(Bus):
       acknowledged every record; the key picks the partition (Kafka's default partitioner),
       so one key keeps its order. If `publish` is cancelled or fails, some of its records
       may still have been written (at-least-once: publishing again may duplicate them).
-    - Topics are created by `ensure_topics` with `min(3, brokers)` replicas.
+    - Topics are created by `ensure_topics` with `min(3, brokers)` replicas and the
+      `configs` given (`retention.ms`, `segment.ms`).
     - Subscriptions are plain Kafka consumer groups without auto-commit.
     """
 
