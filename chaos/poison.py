@@ -16,6 +16,7 @@ import json
 import random
 import shutil
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -235,14 +236,17 @@ async def _row_unreadable(path: Path, topic: str, key: str) -> None:
             partition = partition_for(key.encode(), partitions)
             conn.execute(
                 'INSERT INTO records (topic, "partition", "offset", key, headers, value, ts)'
-                ' SELECT ?, ?, COALESCE(MAX("offset") + 1, 0), ?, ?, ?, 0 FROM records'
+                ' SELECT ?, ?, COALESCE(MAX("offset") + 1, 0), ?, ?, ?, ? FROM records'
                 ' WHERE topic = ? AND "partition" = ?',
+                # Written now: a timestamp of 0 would make retention take it for ancient
+                # and prune it before a group that has not committed yet reads it.
                 (
                     topic,
                     partition,
                     key.encode(),
                     b"\xff not json",
                     UNREADABLE_VALUE,
+                    time.time(),
                     topic,
                     partition,
                 ),
