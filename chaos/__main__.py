@@ -79,8 +79,8 @@ def main(
 ) -> None:
     """Run SAGAS checkout sagas, each service in its own OS process, while services are
     SIGKILLed and restarted, the broker is restarted and poison records are written; then
-    check DESIGN.md's invariants over the final state. Exit status 1 if anything is lost,
-    stuck, doubled or not conserved."""
+    check the invariants of docs/checkout.md over the final state. Exit status 1 if
+    anything is lost, stuck, doubled or not conserved."""
     if broker_restarts and bus != "kafka":
         raise click.BadParameter(
             "only a Kafka broker can be restarted", param_hint="--broker-restarts"

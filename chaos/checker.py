@@ -1,5 +1,5 @@
 """The checker: once the run is quiet, read every service's database and the dead-letter
-topic and judge the final state against DESIGN.md's invariants, order by order."""
+topic and judge the final state against the invariants of docs/checkout.md, order by order."""
 
 from __future__ import annotations
 

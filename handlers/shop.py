@@ -1,6 +1,6 @@
 """Checkout as a shop runs it: seed the warehouse and accounts, place orders (through the
 cart's availability check and OMS), wait until every saga has ended, and check the
-invariants of DESIGN.md over the services' own databases."""
+invariants of docs/checkout.md over the services' own databases."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The checkout saga end to end with the real services: each outcome, on both buses, with
-the invariants of DESIGN.md checked after each run."""
+the invariants of docs/checkout.md checked after each run."""
 
 from __future__ import annotations
 

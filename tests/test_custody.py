@@ -85,7 +85,7 @@ def test_emptied_database_is_refused_until_adopted(tmp_path: Path, bus_url: str)
     billing = root / "dbs" / "billing.db"
     os.truncate(billing, 0)
     line = refused(root, bus_url)
-    assert "database sqlite+aiosqlite:///dbs/billing.db of Billing is empty" in line
+    assert "database sqlite:///dbs/billing.db of Billing is empty" in line
     assert "has already consumed" in line and "saga db adopt Billing" in line
 
     adopted = saga(root, bus_url, "db", "adopt", "Billing", "--db", DBS)

@@ -64,7 +64,7 @@ def stop_if_damaged(runner: ServiceRunner, exc: Exception) -> None:
         raise exc
     why = damage(exc)
     if why is not None:
-        where = runner.db.url.render_as_string(hide_password=True)
+        where = runner.db.where
         raise DatabaseDamaged(
             f"{runner.name}: database {where} is damaged, stopping: {why}"
         ) from exc

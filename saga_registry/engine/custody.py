@@ -93,8 +93,9 @@ async def _claim(db: Database, bus: Bus, service: str, group: str, topic: str) -
         raise DatabaseMismatch(
             f"database {where} of {service} (identity {owner.id}) is not the one group "
             f"{group!r} consumed {topic} with (offsets committed by {', '.join(strangers)}):"
-            " replicas of a service must share one database; if this database is meant to"
-            f" take over, say so: saga db adopt {service}"
+            " another replica's own database (replicas of a service must share one database),"
+            " or a copy from before another database was adopted; if this database is meant"
+            f" to take over, say so: saga db adopt {service}"
         )
     behind = [
         (p, marks.get(p, 0), o) for p, (o, _) in sorted(committed.items()) if marks.get(p, 0) < o
@@ -163,4 +164,4 @@ async def _raise_marks(conn: AsyncConnection, topic: str, marks: dict[int, int])
 
 
 def _where(db: Database) -> str:
-    return db.url.render_as_string(hide_password=True)
+    return db.where

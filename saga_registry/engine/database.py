@@ -61,13 +61,18 @@ class Database:
         self._engine: AsyncEngine | None = None
 
     @property
+    def where(self) -> str:
+        """The database's URL as a user writes it: no driver, no password."""
+        return shown(self.url)
+
+    @property
     def is_sqlite(self) -> bool:
         """Whether this is an SQLite database."""
         return self.url.get_backend_name() == "sqlite"
 
     async def start(self) -> None:
         """Open (creating the file or the PostgreSQL database if needed) and create tables."""
-        where = self.url.render_as_string(hide_password=True)
+        where = self.where
         try:
             if self.is_sqlite:
                 if self.url.database and self.url.database != ":memory:":
@@ -192,6 +197,12 @@ def damage(exc: BaseException) -> str | None:
     if code in _PG_DAMAGE or any(words in message.lower() for words in _SQLITE_DAMAGE):
         return message
     return None
+
+
+def shown(url: URL) -> str:
+    """`url` as a user writes it (`sqlite:///x.db`, not `sqlite+aiosqlite:///x.db`), its
+    password hidden."""
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from saga_registry.engine import tables
-from saga_registry.engine.database import database_url
+from saga_registry.engine.database import database_url, shown
 from saga_registry.engine.errors import DatabaseUnavailable
 from saga_registry.registry.model import Registry
 
@@ -37,7 +37,7 @@ async def reader(url: URL) -> AsyncIterator[AsyncConnection]:
 
     Raises `Absent` if the database does not exist and `DatabaseUnavailable` if it cannot
     be reached; neither case creates anything."""
-    where = url.render_as_string(hide_password=True)
+    where = shown(url)
     if url.get_backend_name() == "sqlite":
         path = Path(url.database or "")
         if not url.database or url.database == ":memory:" or not path.is_file():

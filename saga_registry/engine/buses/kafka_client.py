@@ -44,10 +44,12 @@ async def connect(client: Any, bootstrap: str, doing: str = "reach") -> None:
         except (*FAILURES, ValueError) as exc:
             reason = reasons[-1] if reasons else describe(exc)
     await quietly_stop(client)
-    message = f"cannot {doing} Kafka at {bootstrap}: {one_line(reason)}"
     if any(words in reason for words in _REFUSALS):
-        raise BusRefused(message)
-    raise BusUnavailable(message)
+        raise BusRefused(f"Kafka at {bootstrap} refused this client: {one_line(reason)}")
+    if "closed" in reason:
+        # A broker that wants TLS or SASL closes a plain connection without a word.
+        reason += " (if the broker wants TLS or SASL: --kafka-security-protocol and co.)"
+    raise BusUnavailable(f"cannot {doing} Kafka at {bootstrap}: {one_line(reason)}")
 
 
 def delivery_of(message: ConsumerRecord) -> Delivery:
