@@ -31,8 +31,10 @@ The log:
 
 - The embedded log (`EmbeddedBus.prune`) deletes records older than `log_retention_s`
   (default 7 days; the dead-letter topic `dead_letter_retention_s`, default 30 days)
-  that every consumer group of the topic has committed past. It never deletes a record
-  a group has not read, nor the last record of a partition (it carries the next offset).
+  that every consumer group that has committed on the topic has committed past. It never
+  deletes a record such a group has not read, nor the last record of a partition (it
+  carries the next offset); a group that has never committed (a service added later)
+  starts from what is left, as on Kafka.
 - On Kafka, `ensure_topics` creates the events topic with `retention.ms` =
   `log_retention_s` and the dead-letter topic with `dead_letter_retention_s` (and
   `segment.ms` at most a day, so that segments roll and can be deleted): dead
