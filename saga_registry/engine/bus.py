@@ -80,6 +80,16 @@ class Delivery:
     unreadable: str | None = None
 
 
+def next_offsets(deliveries: Iterable[Delivery]) -> dict[tuple[str, int], int]:
+    """Per (topic, partition), the offset after the highest of `deliveries`: what a
+    commit of them stores."""
+    nexts: dict[tuple[str, int], int] = {}
+    for d in deliveries:
+        place = (d.record.topic, d.partition)
+        nexts[place] = max(nexts.get(place, 0), d.offset + 1)
+    return nexts
+
+
 class Subscription(abc.ABC):
     """A consumer group's view of some topics."""
 

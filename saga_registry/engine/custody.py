@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine import tables
-from saga_registry.engine.bus import Bus, Delivery, Owner
+from saga_registry.engine.bus import Bus, Delivery, Owner, next_offsets
 from saga_registry.engine.database import Database, damage
 from saga_registry.engine.errors import DatabaseDamaged, DatabaseMismatch, DatabaseUnavailable
 from saga_registry.registry.model import Registry
@@ -83,7 +83,7 @@ async def _claim(db: Database, bus: Bus, service: str, group: str, topic: str) -
                     id=identity, service=service, created_at=time.time(), accepts=None
                 )
             )
-            await _raise_marks(conn, topic, {p: o for p, (o, _) in committed.items()})
+            await _raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
             if handled:
                 log.info("%s: database %s had no identity; it is now %s", service, where, identity)
             return Owner(identity)
@@ -131,21 +131,17 @@ async def adopt(db: Database, bus: Bus, service: str, group: str, topic: str) ->
         foreign = [o for o in owners if o != identity]
         await conn.execute(update(tables.identity).values(accepts=foreign[-1] if foreign else None))
         await conn.execute(delete(tables.positions).where(tables.positions.c.topic == topic))
-        await _raise_marks(conn, topic, {p: o for p, (o, _) in committed.items()})
+        await _raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
     return str(identity)
 
 
 async def record_positions(db: Database, deliveries: Sequence[Delivery]) -> None:
     """Raise this database's marks past `deliveries` (before their offsets are committed)."""
-    nexts: dict[tuple[str, int], int] = {}
-    for d in deliveries:
-        place = (d.record.topic, d.partition)
-        nexts[place] = max(nexts.get(place, 0), d.offset + 1)
+    nexts = next_offsets(deliveries)
     if not nexts:
         return
     async with db.transaction() as conn:
-        for (topic, partition), offset in nexts.items():
-            await _raise_marks(conn, topic, {partition: offset})
+        await _raise_marks(conn, nexts)
 
 
 _RAISE = text(
@@ -156,11 +152,12 @@ _RAISE = text(
 )
 
 
-async def _raise_marks(conn: AsyncConnection, topic: str, marks: dict[int, int]) -> None:
-    """Each mark to at least the given offset (replicas sharing the database raise them
-    concurrently, so a mark never goes down)."""
+async def _raise_marks(conn: AsyncConnection, marks: Mapping[tuple[str, int], int]) -> None:
+    """Each (topic, partition) mark to at least the given offset, in one statement
+    (replicas sharing the database raise them concurrently, so a mark never goes down)."""
     if marks:
-        await conn.execute(_RAISE, [{"t": topic, "p": p, "o": o} for p, o in marks.items()])
+        rows = [{"t": topic, "p": p, "o": o} for (topic, p), o in marks.items()]
+        await conn.execute(_RAISE, rows)
 
 
 def _where(db: Database) -> str:

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from saga_registry.engine.bus import Delivery, Owner, Subscription
+from saga_registry.engine.bus import Delivery, Owner, Subscription, next_offsets
 from saga_registry.engine.buses.embedded_rows import delivery_of
 from saga_registry.engine.errors import BusUnavailable
 
@@ -85,10 +85,7 @@ class EmbeddedSubscription(Subscription):
 
     async def commit(self, deliveries: Sequence[Delivery]) -> None:
         """Store, per partition, the offset after the highest delivery given."""
-        nexts: dict[tuple[str, int], int] = {}
-        for d in deliveries:
-            place = (d.record.topic, d.partition)
-            nexts[place] = max(nexts.get(place, 0), d.offset + 1)
+        nexts = next_offsets(deliveries)
         if not nexts:
             return
         rows = [

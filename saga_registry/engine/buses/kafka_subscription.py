@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 from aiokafka.structs import OffsetAndMetadata
 
-from saga_registry.engine.bus import Delivery, Owner, Subscription
+from saga_registry.engine.bus import Delivery, Owner, Subscription, next_offsets
 from saga_registry.engine.buses.kafka_client import (
     FAILURES,
     REQUEST_TIMEOUT_MS,
@@ -123,11 +123,11 @@ class KafkaSubscription(Subscription):
 
     async def commit(self, deliveries: Sequence[Delivery]) -> None:
         """Commit, per partition, the offset after the highest delivery given."""
-        offsets: dict[Any, Any] = {}
-        for d in deliveries:
-            tp = TopicPartition(d.record.topic, d.partition)
-            if tp not in offsets or offsets[tp].offset <= d.offset:
-                offsets[tp] = OffsetAndMetadata(d.offset + 1, self._owner.id if self._owner else "")
+        owner = self._owner.id if self._owner else ""
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, owner)
+            for (topic, partition), offset in next_offsets(deliveries).items()
+        }
         if not offsets:
             return
         try:
