@@ -8,37 +8,17 @@ command line is one line on stderr and exit status 2; a run that fails, one line
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from bench import baseline
+from bench.args import Parser, positive_int, run_in_state
 from bench.engine_run import ROOT, Load, run_embedded, run_kafka
-from bench.errors import BenchError
 from bench.report import figures, table, write_json
 from bench.scenario import fresh_registry, happy_path
-from saga_registry.engine.errors import EngineError
-from saga_registry.registry import CodegenError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see python -m bench --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -52,13 +32,13 @@ def _positive_float(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="python -m bench",
         description="Sagas per second and latency of the checkout saga, against the bare "
         "transport on the same bus.",
     )
     p.add_argument("--bus", required=True, choices=("embedded", "kafka"))
-    p.add_argument("--sagas", required=True, type=_positive_int, help="measured sagas")
+    p.add_argument("--sagas", required=True, type=positive_int, help="measured sagas")
     p.add_argument(
         "--rate", type=_positive_float, help="arrival rate, sagas/s (default: as fast as they go)"
     )
@@ -112,21 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         _parser().error(f"--warmup {args.warmup}: must be 0 or more")
     if not args.registry.is_file():
         _parser().error(f"--registry {args.registry}: no such file")
-    state = Path(tempfile.mkdtemp(prefix="saga-bench-"))
-    ok = False
-    try:
-        doc = asyncio.run(_bench(args, state))
-        ok = True
-    except (BenchError, EngineError, CodegenError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {first} (state kept in {state})", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"bench: interrupted (state kept in {state})", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        if ok and not args.keep:
-            shutil.rmtree(state, ignore_errors=True)
+    doc = run_in_state("bench", args.keep, lambda state: _bench(args, state))
     print(table(doc))
     if args.json:
         write_json(doc, args.json)

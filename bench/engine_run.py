@@ -114,24 +114,7 @@ async def run_kafka(
         await app.start()
         shop = Shop(app)
         await shop.seed(CUSTOMERS)
-        env = {
-            **os.environ,
-            "SAGA_REGISTRY": str(registry_path),
-            "SAGA_BUS": bus,
-            "SAGA_DB_URL": db,
-            "SAGA_LOG_LEVEL": "WARNING",
-        }
-        for service in registry.services:
-            log: IO[bytes] = (state / f"{service.name}.log").open("wb")
-            logs.append(log)
-            # Log files, not pipes: a service blocked on a full pipe would stall the run.
-            procs[service.name] = subprocess.Popen(
-                [sys.executable, "-m", "saga_registry", "run", service.name],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        procs.update(start_services(registry, registry_path, bus, db, state, logs))
 
         def check() -> None:
             for name, proc in procs.items():
@@ -151,13 +134,47 @@ async def run_kafka(
         await sampler.stop()
         return EngineResult(timings, processes)
     finally:
-        await _stop_all(procs)
+        await stop_all(procs)
         for log in logs:
             log.close()
         await app.stop()
 
 
-async def _stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+def start_services(
+    registry: Registry,
+    registry_path: Path,
+    bus: str,
+    db: str,
+    state: Path,
+    logs: list[IO[bytes]],
+    env: dict[str, str] | None = None,
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Each service of `registry` in its own `saga run` process on `bus` and `db`, logging
+    to `state/<name>.log` (the open files are added to `logs`); `env` adds settings."""
+    environment = {
+        **os.environ,
+        "SAGA_REGISTRY": str(registry_path),
+        "SAGA_BUS": bus,
+        "SAGA_DB_URL": db,
+        "SAGA_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+    procs = {}
+    for service in registry.services:
+        log: IO[bytes] = (state / f"{service.name}.log").open("wb")
+        logs.append(log)
+        # Log files, not pipes: a service blocked on a full pipe would stall the run.
+        procs[service.name] = subprocess.Popen(
+            [sys.executable, "-m", "saga_registry", "run", service.name],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return procs
+
+
+async def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

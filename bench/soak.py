@@ -19,21 +19,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bench.engine_run import ROOT, _stop_all
+from bench.args import Parser, positive_int, run_in_state
+from bench.engine_run import ROOT, start_services, stop_all
 from bench.errors import BenchError
 from bench.scenario import CUSTOMERS, FINAL_SERVICE, Orders, fresh_registry
 from handlers.oms import record_order
@@ -42,28 +41,10 @@ from handlers.shop import Shop
 from saga_registry.engine.app import Application
 from saga_registry.engine.config import Settings
 from saga_registry.engine.database import Database
-from saga_registry.engine.errors import EngineError
 from saga_registry.engine.retention import RetentionSettings, parse_duration
 from saga_registry.engine.runner import RunnerSettings, ServiceRunner
-from saga_registry.registry import CodegenError
-from saga_registry.registry.model import Registry
 
 PRUNED = ("saga_inbox", "saga_skipped", "saga_outbox", "saga_timers", "saga_state")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see python -m bench.soak --help)\n")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
-    return value
 
 
 def _duration(text: str) -> float:
@@ -74,13 +55,13 @@ def _duration(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="python -m bench.soak",
         description="Database and log sizes, and the pruned tables' rows, as sagas go by.",
     )
     p.add_argument("--bus", choices=("embedded", "kafka"), default="embedded")
-    p.add_argument("--sagas", type=_count, default=200_000, help="sagas in all")
-    p.add_argument("--step", type=_count, default=20_000, help="sagas per step")
+    p.add_argument("--sagas", type=positive_int, default=200_000, help="sagas in all")
+    p.add_argument("--step", type=positive_int, default=20_000, help="sagas per step")
     p.add_argument("--dedupe-window", type=_duration, default=60.0)
     p.add_argument("--log-retention", type=_duration, default=60.0)
     p.add_argument("--sent-outbox-retention", type=_duration, default=10.0)
@@ -259,7 +240,15 @@ async def _soak(args: argparse.Namespace, state: Path) -> None:
         shop = Shop(app)
         await shop.seed(CUSTOMERS)
         if kafka:
-            procs = _start_services(args, registry, registry_path, settings, state, logs)
+            windows = {
+                "SAGA_DEDUPE_WINDOW": f"{args.dedupe_window}",
+                "SAGA_LOG_RETENTION": f"{args.log_retention}",
+                "SAGA_SENT_OUTBOX_RETENTION": f"{args.sent_outbox_retention}",
+                "SAGA_PRUNE_EVERY": f"{args.prune_every}",
+            }
+            procs = start_services(
+                registry, registry_path, settings.bus, settings.db, state, logs, windows
+            )
         else:
             running = asyncio.create_task(app.run(stop), name="soak.app")
 
@@ -281,44 +270,10 @@ async def _soak(args: argparse.Namespace, state: Path) -> None:
         stop.set()
         if running is not None:
             await running
-        await _stop_all(procs)
+        await stop_all(procs)
         for log in logs:
             log.close()
         await app.stop()
-
-
-def _start_services(
-    args: argparse.Namespace,
-    registry: Registry,
-    registry_path: Path,
-    settings: Settings,
-    state: Path,
-    logs: list[IO[bytes]],
-) -> dict[str, subprocess.Popen[bytes]]:
-    """Each service in its own `saga run` process, given the soak's windows."""
-    env = {
-        **os.environ,
-        "SAGA_REGISTRY": str(registry_path),
-        "SAGA_BUS": settings.bus,
-        "SAGA_DB_URL": settings.db,
-        "SAGA_LOG_LEVEL": "WARNING",
-        "SAGA_DEDUPE_WINDOW": f"{args.dedupe_window}",
-        "SAGA_LOG_RETENTION": f"{args.log_retention}",
-        "SAGA_SENT_OUTBOX_RETENTION": f"{args.sent_outbox_retention}",
-        "SAGA_PRUNE_EVERY": f"{args.prune_every}",
-    }
-    procs = {}
-    for service in registry.services:
-        log: IO[bytes] = (state / f"{service.name}.log").open("wb")
-        logs.append(log)
-        procs[service.name] = subprocess.Popen(
-            [sys.executable, "-m", "saga_registry", "run", service.name],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return procs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -326,21 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if not args.registry.is_file():
         _parser().error(f"--registry {args.registry}: no such file")
-    state = Path(tempfile.mkdtemp(prefix="saga-soak-"))
-    ok = False
-    try:
-        asyncio.run(_soak(args, state))
-        ok = True
-    except (BenchError, EngineError, CodegenError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {first} (state kept in {state})", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"soak: interrupted (state kept in {state})", file=sys.stderr)
-        sys.exit(130)
-    finally:
-        if ok and not args.keep:
-            shutil.rmtree(state, ignore_errors=True)
+    run_in_state("soak", args.keep, lambda state: _soak(args, state))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,13 @@ import shutil
 import socket
 import struct
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from saga_registry.engine.bus import Bus
+from saga_registry.engine.buses import EmbeddedBus, KafkaBus
 
 
 def _required(variable: str) -> bool:
@@ -70,6 +74,30 @@ def dot_installed() -> None:
         if _required("SAGA_REQUIRE_DOT"):
             pytest.fail("SAGA_REQUIRE_DOT=1 but Graphviz 'dot' is not installed")
         pytest.skip("Graphviz 'dot' is not installed (apt-get install graphviz)")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def java() -> None:
+    """Java and Kafka's jars (or Maven to fetch them) for `scripts/kafka` (skips if not)."""
+    if shutil.which("java") is None:
+        pytest.skip("no java on PATH: scripts/kafka needs Java 17+")
+    if not (ROOT / ".kafka" / "libs" / ".complete").exists() and shutil.which("mvn") is None:
+        pytest.skip("Kafka is not fetched and mvn is missing: run scripts/kafka start once")
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
+    """A started bus of each kind (a fresh embedded log; the Kafka broker), stopped after."""
+    if request.param == "kafka":
+        b: Bus = KafkaBus(request.getfixturevalue("kafka_bootstrap"))
+    else:
+        b = EmbeddedBus(tmp_path / "bus.db")
+    await b.start()
+    yield b
+    await b.stop()
 
 
 @pytest.fixture(scope="session")

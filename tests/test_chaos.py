@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -150,14 +149,6 @@ def test_chaos_refuses_a_broker_restart_without_kafka(tmp_path: Path) -> None:
 
 # A failed or slow broker restart ends in a verdict, its JSON included: the failure is a
 # problem of the report, not a reason to stop without one.
-
-
-@pytest.fixture
-def java() -> None:
-    if shutil.which("java") is None:
-        pytest.skip("no java on PATH: scripts/kafka needs Java 17+")
-    if not (ROOT / ".kafka" / "libs" / ".complete").exists() and shutil.which("mvn") is None:
-        pytest.skip("Kafka is not fetched and mvn is missing: run scripts/kafka start once")
 
 
 def test_a_broker_restart_that_fails_is_recorded_and_raises_nothing(

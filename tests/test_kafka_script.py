@@ -8,7 +8,6 @@ broker is never touched."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -70,14 +69,6 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-
-
-@pytest.fixture
-def java() -> None:
-    if shutil.which("java") is None:
-        pytest.skip("no java on PATH: scripts/kafka needs Java 17+")
-    if not (ROOT / ".kafka" / "libs" / ".complete").exists() and shutil.which("mvn") is None:
-        pytest.skip("Kafka is not fetched and mvn is missing: run scripts/kafka start once")
 
 
 @pytest.fixture

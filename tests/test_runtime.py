@@ -4,8 +4,6 @@ parametrised. Each test fails if the mechanism it names is removed."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,24 +11,12 @@ from sqlalchemy import select
 
 from saga_registry.engine import tables
 from saga_registry.engine.bus import Bus
-from saga_registry.engine.buses import EmbeddedBus, KafkaBus
 from saga_registry.engine.deadletter import DeadLetter, replay_record
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import ForbiddenEmit
 from saga_registry.engine.relay import OutboxRelay
 from saga_registry.engine.timers import DeadlineTimers
 from tests.runtime_kit import Crash, Harness, event, fresh_registry, publish, scripted
-
-
-@pytest.fixture(params=["embedded", "kafka"])
-async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
-    if request.param == "kafka":
-        b: Bus = KafkaBus(request.getfixturevalue("kafka_bootstrap"))
-    else:
-        b = EmbeddedBus(tmp_path / "bus.db")
-    await b.start()
-    yield b
-    await b.stop()
 
 
 async def harness(bus: Bus, db_url: str, service: str, **kw: Any) -> Harness:

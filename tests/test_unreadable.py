@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,6 @@ from tests.test_saga_run import bus_object, make_project, saga_cli
 
 BAD_NAME = b"x_\xff"
 VALUE = b'{"not": "an event"}'
-
-
-@pytest.fixture(params=["embedded", "kafka"])
-async def bus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Bus]:
-    if request.param == "kafka":
-        b: Bus = KafkaBus(request.getfixturevalue("kafka_bootstrap"))
-    else:
-        b = EmbeddedBus(tmp_path / "bus.db")
-    await b.start()
-    yield b
-    await b.stop()
 
 
 def write_unreadable(bus: Bus, topic: str, key: str, request: pytest.FixtureRequest) -> None:
