@@ -4,7 +4,7 @@ topic and judge the final state against the invariants of docs/checkout.md, orde
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,11 +70,12 @@ async def check(
     app: Application,
     registry: Registry,
     placed: Iterable[str],
-    dead_keys: Iterable[str] = (),
+    dead_keys: Mapping[str, str | None] | None = None,
     ghost_sagas: Iterable[str] = (),
 ) -> Verdict:
     """Judge the final state. `placed`: the orders the load placed; `dead_keys`: keys of
-    poison records every service must have dead-lettered; `ghost_sagas`: sagas of valid
+    poison records (with their type) every service taking that type in must have
+    dead-lettered; `ghost_sagas`: sagas of valid
     events nobody placed, which must have changed nothing."""
     placed = set(placed)
     v = Verdict(sagas=len(placed))
@@ -216,7 +217,12 @@ async def check(
         v.problems.append(f"the dead-letter topic could not be read: {exc}")
         return v
     v.dlq = len(found)
-    wanted = {(key, s.runner.name) for key in dead_keys for s in app.services}
+    wanted = {
+        (key, s.runner.name)
+        for key, kind in (dead_keys or {}).items()
+        for s in app.services
+        if kind is None or s.runner.machine.takes(kind)
+    }
     missing = wanted - {(d.saga_id, d.service) for d in found}
     if missing:
         v.poison_dead_lettered = False

@@ -35,6 +35,8 @@ from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BusUnavailable
 
 HUGE_BYTES = 10 << 20
+GHOST_TYPE = "PaymentSucceeded"
+"""The type of the valid event sent for a saga nobody placed."""
 DEAD_KINDS = (
     "random_bytes",
     "wrong_type",
@@ -56,8 +58,9 @@ class Poisoner:
     source: str
     rng: random.Random
     sent: Counter[str] = field(default_factory=Counter)
-    dead_keys: set[str] = field(default_factory=set)
-    """Keys of the records that must be dead-lettered."""
+    dead_keys: dict[str, str | None] = field(default_factory=dict)
+    """Keys of the records that must be dead-lettered, with their `ce_type` (None if
+    they have none): every service that takes that type in must dead-letter them."""
     ghost_sagas: set[str] = field(default_factory=set)
 
     send_huge: Callable[[Record], Awaitable[None]] | None = None
@@ -73,7 +76,7 @@ class Poisoner:
         records = [
             (kind, self._record(kind, f"poison-{n + i}")) for i, kind in enumerate(DEAD_KINDS)
         ]
-        records.append(("unknown_saga", self._envelope("PaymentSucceeded", ghost, _payment(ghost))))
+        records.append(("unknown_saga", self._envelope(GHOST_TYPE, ghost, _payment(ghost))))
         if history:
             records.append(("replay", self.rng.choice(history)))
         # One at a time: the 10 MB record must not make the others too large to send.
@@ -88,7 +91,8 @@ class Poisoner:
                 await self.bus.publish([record])
             self.sent[kind] += 1
             if kind in DEAD_KINDS:
-                self.dead_keys.add(record.key.decode())
+                ce_type = record.header("ce_type")
+                self.dead_keys[record.key.decode()] = ce_type.decode() if ce_type else None
             elif kind == "unknown_saga":
                 self.ghost_sagas.add(ghost)
 

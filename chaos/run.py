@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from chaos.checker import Verdict, check
 from chaos.cluster import ROOT, Broker, ServiceProcesses
 from chaos.errors import ChaosError
-from chaos.poison import HugeSender, Poisoner, unreadable_writer
+from chaos.poison import GHOST_TYPE, HugeSender, Poisoner, unreadable_writer
 from handlers.shop import Mix, Shop
 from saga_registry.engine import tables
 from saga_registry.engine.app import Application
@@ -387,7 +387,14 @@ async def _poison_unread(app: Application, poisoner: Poisoner) -> int:
     unread = 0
     for part in app.services:
         name = part.runner.name
-        unread += sum((key, name) not in lettered for key in poisoner.dead_keys)
+        machine = part.runner.machine
+        unread += sum(
+            (key, name) not in lettered
+            for key, kind in poisoner.dead_keys.items()
+            if kind is None or machine.takes(kind)
+        )
+        if not machine.takes(GHOST_TYPE):
+            continue
         async with part.db.transaction() as conn:
             skipped = set(
                 await conn.scalars(

@@ -121,6 +121,35 @@ async def test_a_pass_deletes_what_ended_sagas_left_and_nothing_else(db_url: str
         await db.stop()
 
 
+async def test_rows_of_events_the_state_no_longer_allows_go_in_flight_too(
+    db_url: str,
+) -> None:
+    # With its projection, a service knows which events a stored state still allows: a
+    # row of any other event recognises nothing the state does not, even mid-saga.
+    db = Database(database_url(db_url, f"ret_{uuid.uuid4().hex[:8]}"))
+    await db.start()
+    now = time.time()
+    old = now - WINDOW - 10
+    try:
+        async with db.transaction() as conn:
+            await conn.execute(
+                insert(tables.saga_state).values(saga_id="s", state="waiting", updated_at=old)
+            )
+            for event_id, kind in [("took-me-here", "Begun"), ("may-come-again", "Retry")]:
+                await conn.execute(
+                    insert(tables.inbox).values(
+                        event_id=event_id, source="t", event_type=kind, saga_id="s", received_at=old
+                    )
+                )
+        applies = {"waiting": frozenset({"Retry", "Done"}), "ended": frozenset()}
+        settings = RetentionSettings(dedupe_window_s=WINDOW)
+        pruned = await ServicePruner("svc", db, TERMINAL, settings, applies).prune_once(now)
+        assert pruned.inbox == 1
+        assert await _ids(db, tables.inbox.c.event_id) == {"may-come-again"}
+    finally:
+        await db.stop()
+
+
 async def test_a_duplicate_older_than_the_window_is_refused_by_its_ended_saga(
     db_url: str, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ parametrised. Each test fails if the mechanism it names is removed."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -164,8 +165,6 @@ async def test_oversized_record_is_dead_lettered_unread_with_its_start_kept(
 async def test_an_event_too_large_for_consumers_is_refused_before_commit(
     bus: Bus, db_url: str
 ) -> None:
-    import dataclasses
-
     h = await harness(bus, db_url, "OMS")
     assert h.runner is not None
     h.runner.settings = dataclasses.replace(h.runner.settings, max_record_bytes=20_000)
@@ -180,7 +179,35 @@ async def test_an_event_too_large_for_consumers_is_refused_before_commit(
 
 
 async def test_late_event_does_not_change_state(bus: Bus, db_url: str) -> None:
+    # A client retries the order after it was cancelled: the second OrderCreated (a new
+    # event id) arrives late. Payment passes the events outside its projection unread.
     h = await harness(bus, db_url, "Payment")
+    await publish(
+        bus,
+        h.registry,
+        event("OrderCreated", "o5"),
+        event("InventoryReservationFailed", "o5"),
+        event("OrderCancelled", "o5"),
+    )
+    (late,) = await publish(bus, h.registry, event("OrderCreated", "o5"))
+    assert await h.consume(4) == ["applied", "unneeded", "unneeded", "skipped"]
+    assert await state_of(h, "o5") == "placed"
+    assert await h.calls() == 0
+    skipped = await h.rows(select(tables.skipped))
+    assert [(r.event_id, r.reason, r.state) for r in skipped] == [
+        (late.id, "not_allowed", "placed")
+    ]
+    await h.crash()
+
+
+async def test_without_projections_every_event_is_judged_on_the_whole_machine(
+    bus: Bus, db_url: str
+) -> None:
+    # A producer outside the engine emits both of a reaction's events: with projections
+    # off (`saga.projections: false`) every service sees every event, and the second is
+    # refused wherever it arrives.
+    registry = dataclasses.replace(fresh_registry(), projections=False)
+    h = await harness(bus, db_url, "Payment", registry=registry)
     await publish(
         bus,
         h.registry,

@@ -306,7 +306,8 @@ def _print_trace(reg: Registry, t: Trace, services: list[str]) -> None:
     for r, move in zip(t.rows, moves, strict=True):
         where = f"{r.partition}/{r.offset}" if r.offset is not None else "?"
         since = f"+{(r.at - first) * 1000:.0f}ms" if r.at is not None and first else ""
-        acts = "; ".join(f"{s}: {r.actions[s]}" for s in services)
+        # A service passes the events outside its projection: only what was done shows.
+        acts = "; ".join(f"{s}: {r.actions[s]}" for s in services if r.actions[s].what != "passed")
         click.echo(
             f"{where:>8} {since:>9}  {r.event_type:<{type_w}}  by {r.producer:<{prod_w}}  "
             f"{move:<{move_w}}  | {acts}"

@@ -72,7 +72,7 @@ async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = No
         ).first()
         if row is None:
             raise ForbiddenEmit(f"{kind} for saga {saga_id}: {runner.name} never saw that saga")
-        if not runner.machine.step(row.state, kind).allowed:
+        if not runner.machine.decide(row.state, kind).allowed:
             raise ForbiddenEmit(
                 f"{kind} for saga {saga_id} is too late: the saga is in state "
                 f"{row.state}, where {kind} does not apply"

@@ -106,7 +106,7 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
                 continue
             seen.add((env.id, env.source))
             inbox_rows.append(inbox_row(env, delivery, now))
-            step = runner.machine.step(states.get(env.saga_id, runner.machine.initial), env.type)
+            step = runner.machine.decide(states.get(env.saga_id), env.type)
             if step.target is None:
                 skipped_rows.append(skip_row(env, delivery, step.source, "not_allowed", now))
                 log_not_allowed(runner.name, env, step.source)

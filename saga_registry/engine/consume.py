@@ -8,6 +8,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from saga_registry.engine.bus import Delivery
 from saga_registry.engine.custody import record_positions
 from saga_registry.engine.database import damage
 from saga_registry.engine.deadletter import one_line
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
     from saga_registry.engine.runner import ServiceRunner
 
 log = logging.getLogger("saga.runner")
+
+PASSED_COMMIT_S = 1.0
+"""At most this long between fetching a batch the service passed entirely and committing it."""
 
 
 async def consume(runner: ServiceRunner, stop: asyncio.Event) -> None:
@@ -28,14 +32,28 @@ async def consume(runner: ServiceRunner, stop: asyncio.Event) -> None:
     that is not the group's, ends it (`DatabaseDamaged`, `DatabaseMismatch`)."""
     settings = runner.settings
     pause = settings.backoff_s
+    loop = asyncio.get_running_loop()
     while not stop.is_set():
         subscription = None
         try:
             subscription = await runner.bus.subscribe(runner.group, [runner.topic], runner.owner)
+            # Deliveries passed unread, not committed yet: a batch of nothing but events
+            # outside the service's projection waits to be committed with a later one (or
+            # PASSED_COMMIT_S later), so that a service which needs few of the topic's
+            # events does not write its mark and commit for every batch. Lost on a
+            # restart, they are only fetched and passed again.
+            passed: list[Delivery] = []
+            since = 0.0
             while not stop.is_set():
                 batch = await subscription.fetch(settings.batch, settings.poll_timeout_s)
+                if batch and not await runner.handle_batch(batch):
+                    if not passed:
+                        since = loop.time()
+                    passed.extend(batch)
+                    batch = []
+                if passed and (batch or loop.time() - since >= PASSED_COMMIT_S):
+                    batch, passed = passed + batch, []
                 if batch:
-                    await runner.handle_batch(batch)
                     # The database's mark first: it must never be behind the bus.
                     await record_positions(runner.db, batch)
                     await subscription.commit(batch)

@@ -7,11 +7,13 @@ result in the same transaction as everything else.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from transitions import Machine
 
 from saga_registry.registry.model import Deadline, Registry
+from saga_registry.registry.projection import Projection, project
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,54 @@ class SagaMachine:
         """The deadlines armed while a saga is in `state`, with their registry index."""
         return self._deadlines.get(state, [])
 
+    def replay(self, event_types: Iterable[str]) -> str:
+        """The state a saga reaches from the initial one through `event_types` in log
+        order, those not allowed where they arrive skipped: the saga's true state."""
+        state = self.initial
+        for event_type in event_types:
+            state = self.step(state, event_type).target or state
+        return state
+
     def is_terminal(self, state: str) -> bool:
         """Whether `state` ends the saga."""
         return state in self.terminal
+
+
+class ServiceMachine(SagaMachine):
+    """The state machine as one service follows it: its projection (`registry.projection`)
+    of the registry's machine. `decide` judges the events the service takes in from the
+    state it stored, exactly as the whole machine would judge them on the saga's true
+    state; `step` stays the whole machine's."""
+
+    def __init__(self, registry: Registry, service: str) -> None:
+        super().__init__(registry)
+        self.projection: Projection = project(registry, [service])[service]
+        known = frozenset(e.name for e in registry.events)
+        self.passes = frozenset(t.encode() for t in known - self.projection.events)
+        """The `ce_type` header values of the events this service passes unread."""
+
+    def takes(self, event_type: str) -> bool:
+        """Whether the service takes in a record of `event_type` (any type the registry
+        does not know is taken, to be dead-lettered)."""
+        return event_type.encode() not in self.passes
+
+    def decide(self, state: str | None, event_type: str) -> Step:
+        """Where `event_type` leads a saga this service stored in `state` (None: never
+        seen), or why it does not. A stored state the projection does not know (written
+        before it, or by an older registry) is judged by the whole machine."""
+        source = state or self.initial
+        target = self.projection.decisions.get((source, event_type), _UNKNOWN)
+        if target is _UNKNOWN:
+            return self.step(source, event_type)
+        return Step(source, target if isinstance(target, str) else None)
+
+    def applies(self, states: Iterable[str]) -> dict[str, frozenset[str]]:
+        """Per state of `states`, the events this service takes in that `decide` still
+        allows from it."""
+        return {
+            state: frozenset(e for e in self.projection.events if self.decide(state, e).allowed)
+            for state in states
+        }
+
+
+_UNKNOWN = object()

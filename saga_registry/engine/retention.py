@@ -8,24 +8,26 @@ per chunk, so a pass never holds the database (or the embedded log) for long.
 
 What a pass deletes in a service's database:
 
-- **inbox and `saga_skipped` rows older than the dedupe window** (default 7 days) whose
-  saga has ended: its state row is terminal, or it has none (the events of a saga that
-  never began were refused from the initial state, and a copy is refused the same way),
-  and it is not parked. Rows of sagas in flight stay whatever their age: for them the
-  inbox is the only thing that recognises a duplicate.
+- **inbox and `saga_skipped` rows older than the dedupe window** (default 7 days) of
+  events that the saga's stored state no longer allows (`ServiceMachine.decide`): a
+  terminal state allows nothing, a saga that moved past an event does not allow it again,
+  and a saga with no state row began nowhere (its events were refused from the initial
+  state). Rows of a parked saga stay, and so do rows of events its state still allows
+  (in a machine with a cycle, the inbox is what recognises such a copy), whatever their
+  age.
 - **sent outbox rows** older than `sent_outbox_s` (default 1 hour); unsent rows stay.
 - **timers of sagas that ended** (a timer of a saga that moved on is otherwise only
   dropped when it comes due).
 
 Why a duplicate older than the window is still not applied twice: the inbox row that
-would have recognised it is gone, but the saga's state row is not. The copy is judged by
-the state machine from the saga's terminal state, where no transition is allowed
-(`SagaMachine.step` finds none; `saga validate` refuses any transition out of a
-terminal state), so the runner records it as skipped ("not_allowed") and
-runs no reaction, emits nothing, arms nothing. That is why **`saga_state` rows of ended
-sagas are kept**: one short row per saga (its id, terminal state and times) is what
-makes the dedupe window safe, and it is also the outcome `saga sagas` reports. Deleting
-it would make an old copy of a saga's first event begin the saga again.
+would have recognised it is gone, but the saga's state row is not, and the row was
+pruned only because that state no longer allows the event. The copy is judged by the
+state machine from that state, where no transition takes it (`saga validate` refuses any
+transition out of a terminal state), so the runner records it as skipped
+("not_allowed") and runs no reaction, emits nothing, arms nothing. That is why
+**`saga_state` rows are kept**: one short row per saga (its id, state and times) is what
+makes the dedupe window safe, and, for ended sagas, the outcome `saga sagas` reports.
+Deleting it would make an old copy of a saga's first event begin the saga again.
 
 The log:
 
@@ -42,9 +44,9 @@ The log:
   kept longer. Kafka's retention is by time only, so keep it longer than any outage of a
   consumer group. A topic that exists already keeps its configuration.
 
-The dedupe window must be longer than any re-delivery can take: a copy of an event of a
-saga in flight is always caught (its rows stay); a copy of an event of an ended saga
-after the window is caught by the state machine, as above.
+The dedupe window must be longer than any re-delivery can take: a copy of an event the
+saga's state still allows is always caught (its rows stay); any other copy after the
+window is caught by the state machine, as above.
 """
 
 from __future__ import annotations
@@ -54,10 +56,22 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, Delete, Index, delete, exists, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Delete,
+    Index,
+    and_,
+    delete,
+    exists,
+    false,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.exc import DBAPIError
 
 from saga_registry.engine import tables
@@ -78,7 +92,8 @@ class RetentionSettings:
     """How long each kind of record is kept, and how often and how much is pruned."""
 
     dedupe_window_s: float = 7 * DAY_S
-    """Inbox and skipped rows of ended sagas older than this are deleted."""
+    """Inbox and skipped rows older than this are deleted once the saga's state no longer
+    allows their event."""
     sent_outbox_s: float = 3600.0
     """Sent outbox rows older than this are deleted (kept a while for `saga trace`)."""
     log_retention_s: float = 7 * DAY_S
@@ -129,19 +144,29 @@ class ServicePruner:
     """Prunes one service's database (see the module's docstring for what and why)."""
 
     def __init__(
-        self, name: str, db: Database, terminal: frozenset[str], settings: RetentionSettings
+        self,
+        name: str,
+        db: Database,
+        terminal: frozenset[str],
+        settings: RetentionSettings,
+        applies: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.name = name
         self.db = db
         self.terminal = terminal
         self.settings = settings
+        self.applies = None if applies is None else {s: e for s, e in applies.items() if e}
+        """Per stored state, the event types the service still applies from it (none
+        from a terminal state); without it, every event of a saga in flight."""
         self._indexed = False
         self._stop: asyncio.Event | None = None
 
     @classmethod
     def of(cls, runner: ServiceRunner, settings: RetentionSettings) -> ServicePruner:
         """The pruner of `runner`'s database."""
-        return cls(runner.name, runner.db, runner.machine.terminal, settings)
+        machine = runner.machine
+        states = [s.name for s in runner.registry.state_machine.states]
+        return cls(runner.name, runner.db, machine.terminal, settings, machine.applies(states))
 
     async def run(self, stop: asyncio.Event) -> None:
         """A pass every `every_s` until `stop` is set; a failing pass is logged and
@@ -159,9 +184,9 @@ class ServicePruner:
         window = now - s.dedupe_window_s
         i, k, o, t = (tables.inbox.alias(), tables.skipped.alias(), tables.outbox, tables.timers)
         i_keys = select(i.c.event_id, i.c.source).where(
-            i.c.received_at < window, self._ended(i.c.saga_id)
+            i.c.received_at < window, self._refused(i.c.saga_id, i.c.event_type)
         )
-        k_keys = select(k.c.id).where(k.c.at < window, self._ended(k.c.saga_id))
+        k_keys = select(k.c.id).where(k.c.at < window, self._refused(k.c.saga_id, k.c.event_type))
         o_keys = select(o.c.id).where(o.c.sent_at.is_not(None), o.c.sent_at < now - s.sent_outbox_s)
         state = tables.saga_state.c
         t2 = tables.timers.alias()
@@ -196,13 +221,26 @@ class ServicePruner:
             )
         return pruned
 
-    def _ended(self, saga_id: ColumnElement[str]) -> ColumnElement[bool]:
-        """SQL: the saga `saga_id` is not in flight (its state, if any, is terminal) and
-        not parked."""
+    def _refused(
+        self, saga_id: ColumnElement[str], event_type: ColumnElement[str]
+    ) -> ColumnElement[bool]:
+        """SQL: a copy of an event `event_type` of saga `saga_id` would be refused by the
+        state machine (the saga's stored state, if any, no longer allows that event), and
+        the saga is not parked."""
         state, parked = tables.saga_state.c, tables.parked.c
-        return ~exists().where(
-            state.saga_id == saga_id, state.state.not_in(sorted(self.terminal))
-        ) & ~exists().where(parked.saga_id == saga_id)
+        if self.applies is not None:
+            allows = or_(
+                false(),
+                *(
+                    and_(state.state == s, event_type.in_(sorted(events)))
+                    for s, events in sorted(self.applies.items())
+                ),
+            )
+        else:  # no projection given: any state but a terminal one may allow it
+            allows = state.state.not_in(sorted(self.terminal))
+        return ~exists().where(state.saga_id == saga_id, allows) & ~exists().where(
+            parked.saga_id == saga_id
+        )
 
     async def _chunks(self, statement: Callable[[int], Delete]) -> int:
         """Run `statement(chunk)` in its own transaction until a chunk deletes fewer

@@ -46,7 +46,7 @@ from saga_registry.engine.errors import (
     DatabaseUnavailable,
     ForbiddenEmit,
 )
-from saga_registry.engine.machine import SagaMachine, Step
+from saga_registry.engine.machine import ServiceMachine, Step
 from saga_registry.engine.metrics import Metrics
 from saga_registry.engine.parking import Parked, hold, is_parked, park
 from saga_registry.engine.reaction import DeliveryContext, inside_reaction, outside_reactions
@@ -100,7 +100,8 @@ class ServiceRunner:
         self.bus = bus
         self.settings = settings or RunnerSettings()
         self.metrics = metrics or Metrics()
-        self.machine = SagaMachine(registry)
+        self.machine = ServiceMachine(registry, self.name)
+        """The registry's state machine as this service follows it (its projection)."""
         self.group = group_name(registry, self.name)
         self.topic = registry.events_topic.name
         self.dead_letter_topic = registry.dead_letter_topic.name
@@ -131,12 +132,28 @@ class ServiceRunner:
         """Consume until `stop` is set: see `engine.consume.consume`."""
         await consume(self, stop)
 
-    async def handle_batch(self, batch: list[Delivery]) -> None:
+    def needs(self, delivery: Delivery) -> bool:
+        """Whether this service takes `delivery` in: False for an event of the registry
+        outside its projection (told by the `ce_type` header, the value left unread),
+        which it passes without touching the database."""
+        if delivery.unreadable is not None:
+            return True
+        kind = delivery.record.header("ce_type")
+        return kind is None or kind not in self.machine.passes
+
+    async def handle_batch(self, batch: list[Delivery]) -> int:
         """Handle deliveries in order; never raises for a bad record or a failing reaction.
+        Returns how many it took in (`needs`); the others are passed.
 
         The batch goes in one transaction (`engine.batch`) unless `batch_transactions` is
         off or something in it needs the one-by-one path; then each delivery gets its own
         transaction, with retries, dead-lettering and parking."""
+        needed = [d for d in batch if self.needs(d)]
+        if len(needed) < len(batch):
+            self.metrics.inc("unneeded", self.name, len(batch) - len(needed))
+        if not needed:
+            return 0
+        batch = needed
         if self.settings.batch_transactions and len(batch) > 1:
             try:
                 outcomes = await apply_batch(self, batch)
@@ -154,14 +171,19 @@ class ServiceRunner:
                 for outcome in outcomes:
                     self.metrics.inc(outcome, self.name)
                 self._on_committed()
-                return
+                return len(batch)
         for delivery in batch:
             await self.handle(delivery)
         self._on_committed()
+        return len(batch)
 
     async def handle(self, delivery: Delivery) -> str:
         """Handle one delivery; returns what happened (applied, duplicate, skipped, dead,
-        passed: a replayed copy of another service's dead letter)."""
+        unneeded: outside the projection, passed: a replayed copy of another service's
+        dead letter)."""
+        if not self.needs(delivery):
+            self.metrics.inc("unneeded", self.name)
+            return "unneeded"
         if passes_by(delivery, self.name):
             self.metrics.inc("passed", self.name)
             return "passed"
@@ -236,7 +258,7 @@ class ServiceRunner:
         state = await conn.scalar(
             select(tables.saga_state.c.state).where(tables.saga_state.c.saga_id == env.saga_id)
         )
-        step = self.machine.step(state or self.machine.initial, env.type)
+        step = self.machine.decide(state, env.type)
         if step.target is None:
             await self._skip(conn, env, delivery, step.source, "not_allowed", now)
             log_not_allowed(self.name, env, step.source)

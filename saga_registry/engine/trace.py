@@ -13,12 +13,14 @@ from saga_registry.engine.deadletter import DeadLetter
 from saga_registry.engine.inspect import ServiceRecords, outbox_headers
 from saga_registry.engine.machine import SagaMachine
 from saga_registry.registry.model import Registry
+from saga_registry.registry.projection import project
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
     """What one service did with one record: `reacted`, `applied`, `skipped`,
-    `dead-lettered`, `held` (its saga is parked there) or `-` (not seen)."""
+    `dead-lettered`, `held` (its saga is parked there), `passed` (an event outside its
+    projection, passed unread) or `-` (not seen)."""
 
     what: str
     detail: str = ""
@@ -130,6 +132,9 @@ def _key(partition: int | None, offset: int | None, event_id: str) -> _Key:
     return ("log", partition or 0, offset) if offset is not None else ("id", event_id)
 
 
+_PASSED = Action("passed")
+
+
 def build_trace(
     registry: Registry,
     saga_id: str,
@@ -141,6 +146,7 @@ def build_trace(
     machine stepped through the log: an event id seen before, or an event the state does
     not allow, leaves it) and each service's action."""
     machine = SagaMachine(registry)
+    projections = project(registry)
     info: dict[_Key, dict[str, Any]] = {}
     acts: dict[_Key, dict[str, Action]] = {}
     sources: dict[str, str] = {}
@@ -236,6 +242,8 @@ def build_trace(
             got = acts.get(key, {}).get(service)
             if got is None and service in parked_at and position[parked_at[service]] < index:
                 got = Action("held", "saga parked here")
+            if got is None and event_type not in projections[service].events:
+                got = _PASSED
             actions[service] = got or Action("-")
         source = sources.get(event_id)
         rows.append(

@@ -270,6 +270,7 @@ class _Builder:
             events=events,
             state_machine=machine,
             signed_events=bool(saga.get("signed_events", False)),
+            projections=bool(saga.get("projections", True)),
         )
 
 

@@ -194,6 +194,8 @@ class Registry:
     state_machine: StateMachine
     signed_events: bool = False
     """Whether every event must carry its producer's signature (`engine.signing`)."""
+    projections: bool = True
+    """Whether each service takes in only its projection's events (`registry.projection`)."""
     # Indexes, rebuilt by __post_init__ (also after dataclasses.replace).
     _by_name: dict[str, Event] = field(default_factory=dict, init=False, compare=False, repr=False)
     _consumers: dict[str, list[str]] = field(

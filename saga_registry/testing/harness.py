@@ -21,6 +21,7 @@ from saga_registry.engine.config import Settings
 from saga_registry.engine.deadletter import DeadLetter, letters
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import EngineError
+from saga_registry.engine.machine import SagaMachine
 from saga_registry.registry.model import Registry
 from saga_registry.registry.names import unknown
 from saga_registry.registry.outcomes import outcome_paths
@@ -44,6 +45,11 @@ class _Copy:
     parked: tuple[str, str] | None  # (event id, error) if the saga is parked here
     taken: int  # events of the saga in its inbox
     unsent: int  # rows of its outbox not yet on the bus (any saga)
+    takes: frozenset[str]  # the event types it takes in (its projection)
+
+    def needs(self, records: list[Envelope]) -> int:
+        """How many of `records` this service takes in."""
+        return sum(r.type in self.takes for r in records)
 
 
 class SagaRun:
@@ -79,6 +85,7 @@ class SagaHarness:
         how many calls of a failing reaction dead-letter its event)."""
         self.registry = registry
         self.app = Application(settings, registry=registry)
+        self._machine = SagaMachine(registry)
         self.clock = FakeClock()
         self.failures: list[Failure] = []
         self._stop = asyncio.Event()
@@ -258,6 +265,7 @@ class SagaHarness:
                     (parked.event_id, parked.error) if parked else None,
                     taken or 0,
                     unsent or 0,
+                    s.runner.machine.projection.events,
                 )
             )
         return out
@@ -269,24 +277,23 @@ class SagaHarness:
         while True:
             self._check_running()
             copies = await self._copies(saga_id)
+            records = await self._records(saga_id)
+            # Each service keeps only its projection of the saga: the saga's own state is
+            # the whole machine's over the log, which every service's decisions agree with.
+            state = self._machine.replay(e.type for e in records)
             stuck = {c.service: c for c in copies if c.parked}
             drained = all(c.unsent == 0 for c in copies)
-            states = {c.state for c in copies if not c.parked}
+            taken = all(c.taken >= c.needs(records) for c in copies if not c.parked)
             if stuck and not parked:
-                records = await self._records(saga_id)
                 _fail(f"saga {saga_id} was parked: {self._parked_text(stuck, records)}")
-            if not stuck and parked and len(states) == 1 and states <= terminal and drained:
-                records = await self._records(saga_id)
+            if not stuck and parked and state in terminal and drained and taken:
                 _fail(
-                    f"saga {saga_id} ended {states.pop()} without being parked; "
+                    f"saga {saga_id} ended {state} without being parked; "
                     f"its events: {' -> '.join(e.type for e in records)}"
                 )
-            settled = bool(stuck) if parked else states <= terminal
-            state = states.pop() if len(states) == 1 else None
-            if settled and drained and state is not None:
-                records = await self._records(saga_id)
-                if all(c.taken >= len(records) for c in copies if not c.parked):
-                    return self._result(saga_id, state, records, stuck)
+            settled = bool(stuck) if parked else state in terminal
+            if settled and drained and taken:
+                return self._result(saga_id, state, records, stuck)
             if loop.time() >= deadline:
                 records = await self._records(saga_id)
                 _fail(self._timeout_text(saga_id, timeout, parked, copies, records))
@@ -305,7 +312,7 @@ class SagaHarness:
                 copies = await self._copies(saga_id)
                 records = envelopes_of(log, saga_id)
                 if any(c.unsent for c in copies) or any(
-                    c.taken < len(records) for c in copies if not c.parked
+                    c.taken < c.needs(records) for c in copies if not c.parked
                 ):
                     pending.append((saga_id, copies, records))
             if not pending:
