@@ -11,8 +11,10 @@ sagas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from typing import IO
 
 from bench.driver import Driver, Timings
 from bench.errors import BenchError
-from bench.procstats import ProcessSampler, ProcessStats
+from bench.procstats import ProcessSampler, ProcessStats, broker_pid
 from bench.scenario import CUSTOMERS, FINAL_SERVICE
 from handlers.shop import Shop
 from saga_registry.engine.app import Application
@@ -47,10 +49,26 @@ class Load:
 
 @dataclass(frozen=True, slots=True)
 class EngineResult:
-    """The measured sagas' timings and what each service process used."""
+    """The measured sagas' timings, what each service process used, and the deliveries
+    the services took in (inbox rows over all databases, warm-up included)."""
 
     timings: Timings
     processes: dict[str, ProcessStats]
+    inbox_rows: dict[str, int]
+    """Per service."""
+    broker: ProcessStats | None = None
+    """What the Kafka broker's JVM used in the measured run, if it runs on this machine."""
+
+
+def inbox_rows(registry: Registry, state: Path) -> dict[str, int]:
+    """Inbox rows in each service's SQLite database in `state`: one per delivery the
+    service took in (it ran its reaction or judged it; passed events leave none)."""
+    rows = {}
+    for service in registry.services:
+        path = state / f"{service.name.lower()}.db"
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            rows[service.name] = int(conn.execute("SELECT count(*) FROM saga_inbox").fetchone()[0])
+    return rows
 
 
 async def run_embedded(
@@ -85,7 +103,7 @@ async def run_embedded(
         await sampler.stop()
         stop.set()
         await running
-        return EngineResult(timings, processes)
+        return EngineResult(timings, processes, inbox_rows(registry, state))
     finally:
         stop.set()
         await app.stop()
@@ -125,14 +143,24 @@ async def run_kafka(
 
         driver = Driver(shop.parts["OMS"].runner, shop.parts[FINAL_SERVICE].db, check=check)
         sampler = ProcessSampler({name: p.pid for name, p in procs.items()})
+        jvm = broker_pid(bootstrap)
+        broker = ProcessSampler({"broker": jvm}) if jvm is not None else None
         await sampler.start()
+        if broker is not None:
+            await broker.start()
         # The warm-up also waits for every consumer group to be joined: at least one saga.
         await driver.warm_up(max(load.warmup, 1), load.timeout_s)
         sampler.mark()
+        if broker is not None:
+            broker.mark()
         timings = await driver.measure(load.sagas, load.rate, load.timeout_s)
         processes = sampler.stats()  # CPU times can only be read before they exit
         await sampler.stop()
-        return EngineResult(timings, processes)
+        jvm_stats = None
+        if broker is not None:
+            jvm_stats = broker.stats()["broker"]
+            await broker.stop()
+        return EngineResult(timings, processes, inbox_rows(registry, state), jvm_stats)
     finally:
         await stop_all(procs)
         for log in logs:

@@ -78,3 +78,16 @@ class ProcessSampler:
 def _cpu(p: psutil.Process) -> float:
     times = p.cpu_times()
     return float(times.user + times.system)
+
+
+def broker_pid(bootstrap: str) -> int | None:
+    """The pid of the process listening on `bootstrap`'s port on this machine, if one is
+    found (a broker elsewhere, or a system that hides sockets, gives None)."""
+    host, _, port = bootstrap.rpartition(":")
+    if host not in ("127.0.0.1", "localhost", "::1", "") or not port.isdigit():
+        return None
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == int(port):
+                return conn.pid
+    return None

@@ -88,6 +88,22 @@ def figures(
         "placing_s": round(timings.placing_s, 3),
         "cpu_s": {name: round(s.cpu_s, 2) for name, s in engine.processes.items()},
         "cpu_note": "CPU seconds (user + system) of each service process in the measured run",
+        "cpu_ms_per_saga": round(sum(s.cpu_s for s in engine.processes.values()) * 1000 / sagas, 3),
+        "broker_cpu_ms_per_saga": (
+            round(engine.broker.cpu_s * 1000 / sagas, 3) if engine.broker else None
+        ),
+        "cpu_per_saga_note": (
+            "services' CPU in the measured run / its sagas (embedded: the one process, which "
+            "also places the orders); the broker's JVM apart, when it runs on this machine"
+        ),
+        "deliveries_per_saga": round(sum(engine.inbox_rows.values()) / (sagas + warmup), 2),
+        "deliveries_per_saga_by_service": {
+            name: round(rows / (sagas + warmup), 2) for name, rows in engine.inbox_rows.items()
+        },
+        "deliveries_note": (
+            "inbox rows over every service's database / sagas run (warm-up included): "
+            "deliveries a service took in; events outside its projection are passed unread"
+        ),
         "peak_rss_mb": {name: round(s.peak_rss_mb, 1) for name, s in engine.processes.items()},
         "rss_growth_mb": {name: round(s.rss_growth_mb, 1) for name, s in engine.processes.items()},
         "rss_note": "peak sampled every 0.2 s; growth = RSS at the end - RSS after warm-up",
@@ -107,6 +123,8 @@ def figures(
 def table(doc: dict[str, Any]) -> str:
     """The figures as a small plain-text table."""
     rate = f"{doc['rate']:g}/s" if doc["rate"] else "as fast as they go"
+    jvm = doc["broker_cpu_ms_per_saga"]
+    broker = f", broker {jvm:.2f} ms" if jvm is not None else ""
     rows = [
         ("bus", doc["bus"]),
         ("sagas (after warm-up)", f"{doc['sagas']} ({rate}, warm-up {doc['warmup']})"),
@@ -116,6 +134,8 @@ def table(doc: dict[str, Any]) -> str:
             "latency p50/p95/p99",
             f"{doc['p50_ms']:.0f} / {doc['p95_ms']:.0f} / {doc['p99_ms']:.0f} ms",
         ),
+        ("cpu per saga", f"{doc['cpu_ms_per_saga']:.2f} ms (services)" + broker),
+        ("deliveries per saga", f"{doc['deliveries_per_saga']:.2f} (taken in, all services)"),
         ("baseline sagas/s", f"{doc['baseline_sagas_per_s']:.1f}"),
         ("ratio", f"{doc['ratio']:.3f}"),
     ]

@@ -24,6 +24,8 @@ KEYS = (
     "peak_rss_mb",
     "baseline_sagas_per_s",
     "ratio",
+    "cpu_ms_per_saga",
+    "deliveries_per_saga",
 )
 SERVICES = ["OMS", "Cart", "Inventory", "Payment", "Logistics", "OrderHistory"]
 
@@ -54,6 +56,19 @@ def _check(doc: dict[str, Any], sagas: int, processes: list[str]) -> None:
     assert all(v >= 0 for v in doc["cpu_s"].values())
     assert all(v > 10 for v in doc["peak_rss_mb"].values())  # a Python process, at least
     assert doc["happy_path"]["consumer_hops"] == 4
+    cpu = sum(doc["cpu_s"].values()) * 1000 / sagas
+    assert doc["cpu_ms_per_saga"] == pytest.approx(cpu, rel=0.01, abs=0.01)
+    # Each service takes in only its projection's events (24 when all took in all):
+    # OrderCreated begins the saga, so every service that takes anything in sees it.
+    assert doc["deliveries_per_saga_by_service"] == {
+        "OMS": 2.0,  # OrderCreated, DeliveryScheduled
+        "Cart": 0.0,
+        "Inventory": 1.0,  # OrderCreated
+        "Payment": 2.0,  # OrderCreated, InventoryReserved
+        "Logistics": 3.0,  # OrderCreated, PaymentSucceeded, DeliveryScheduled
+        "OrderHistory": 4.0,  # an observer: every event
+    }
+    assert doc["deliveries_per_saga"] == 12.0
 
 
 def test_bench_embedded_writes_every_figure(tmp_path: Path) -> None:

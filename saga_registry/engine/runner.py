@@ -2,9 +2,10 @@
 in one database transaction holding the inbox row (dedupe), the saga's new state, the
 reaction's own writes and the outbox rows of what it emits.
 
-Every service applies every event of the topic to its own copy of each saga's state; the
-log's per-saga order makes all copies agree, so an event that is late or not allowed is
-skipped by every service alike. Failures never stop the loop: an undecodable or invalid
+A service takes in only the events of its projection of the state machine
+(`registry.projection`) and judges them from the state it stored exactly as the whole
+machine would on the saga's true state; it passes every other event of the registry on
+its `ce_type` header, unread. Failures never stop the loop: an undecodable or invalid
 record goes to the dead-letter topic at once; a reaction that raises is retried with
 exponential backoff, then dead-lettered, and its saga is parked here so that its later
 events wait in the dead-letter topic too, in order, until `saga dlq replay`.
