@@ -1,19 +1,20 @@
-"""A whole poll batch in one database transaction: the runner's fast path.
+"""Applying deliveries: the one implementation (`apply_items`), for a whole poll batch in
+one database transaction (`apply_batch`, the fast path) and for one delivery in its own
+transaction (the runner's one-by-one path, a batch of one, with its retries).
 
-Handling a batch is the same as handling its deliveries one by one, in order, each in its
-own transaction, followed by one commit: every delivery still gets its inbox row (dedupe),
-its saga's new state, its reaction's writes and its outbox rows, in delivery order, and
-all of them commit together before the consumer commits the offsets. What is saved is the
-per-delivery overhead: one BEGIN/COMMIT per batch instead of per record, one query each
-for the batch's seen events, parked sagas and saga states instead of three per record,
-and the engine's own rows written in bulk at the end.
+Either way every delivery gets its inbox row (dedupe), its saga's new state, its
+reaction's writes and its outbox rows, in delivery order, and everything commits
+together before the consumer commits the offsets. A batch saves the per-delivery
+overhead: one BEGIN/COMMIT per batch instead of per record, one query each for the
+batch's seen events, parked sagas and saga states instead of three per record, and the
+engine's own rows written in bulk at the end.
 
-The fast path only takes the ordinary case. A delivery that is undecodable, whose saga is
+The batch path only takes the ordinary case. A delivery that is undecodable, whose saga is
 parked, or whose reaction raises makes the whole batch roll back (nothing of it was
-written) and go through the one-by-one path, which retries, dead-letters and parks
-exactly as before; so a failure can neither lose nor double-apply the deliveries around
-it. Infrastructure errors (database, bus) propagate as before: nothing is committed, the
-offsets are not, and the consumer resubscribes.
+written) and go through the one-by-one path, which retries, dead-letters and parks; so a
+failure can neither lose nor double-apply the deliveries around it. Infrastructure errors
+(database, bus) propagate as before: nothing is committed, the offsets are not, and the
+consumer resubscribes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine import tables
 from saga_registry.engine.bus import Delivery
@@ -31,6 +33,7 @@ from saga_registry.engine.deadletter import passes_by
 from saga_registry.engine.deadlines import PendingTimers
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope
+from saga_registry.engine.parking import Parked, is_parked
 
 if TYPE_CHECKING:
     from saga_registry.engine.runner import ServiceRunner
@@ -79,81 +82,104 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
         items = [(d, *runner.codec.read(d)) for d in batch]
     except BadEnvelope:
         raise NeedsOneByOne from None
+    async with runner.db.transaction() as conn:
+        return await apply_items(runner, conn, items)
+
+
+Item = tuple[Delivery, Envelope, Any]
+"""A delivery, its envelope and its typed event."""
+
+
+async def apply_items(
+    runner: ServiceRunner, conn: AsyncConnection, items: Sequence[Item], *, alone: bool = False
+) -> list[str]:
+    """Apply decoded deliveries in order inside `conn`'s transaction: for each, its inbox
+    row (or a skip: duplicate, not allowed), its saga's new state, its reaction's writes
+    and outbox rows, its timers; the engine's own rows written in bulk at the end. Returns
+    each delivery's outcome.
+
+    The one implementation of a delivery, for a poll batch and for one delivery `alone`
+    (the one-by-one path, with its retries). A parked saga raises `NeedsOneByOne` for a
+    batch; `alone`, `Parked` (and a replayed copy of the event the saga waits for goes
+    through, see `engine.parking`)."""
     now = time.time()
     inbox, state, skipped = tables.inbox, tables.saga_state, tables.skipped
     sagas = list({env.saga_id for _, env, _ in items})
     ids = list({env.id for _, env, _ in items})
-    async with runner.db.transaction() as conn:
-        seen = {(r.event_id, r.source) for r in await conn.execute(_SEEN, {"ids": ids})}
-        if await conn.scalar(_PARKED, {"sagas": sagas}) is not None:
-            raise NeedsOneByOne
-        states: dict[str, str] = {
-            r.saga_id: r.state for r in await conn.execute(_STATES, {"sagas": sagas})
+    seen = {(r.event_id, r.source) for r in await conn.execute(_SEEN, {"ids": ids})}
+    if alone:
+        ((delivery, env, _),) = items
+        if (env.id, env.source) not in seen and await is_parked(conn, env, delivery):
+            raise Parked
+    elif await conn.scalar(_PARKED, {"sagas": sagas}) is not None:
+        raise NeedsOneByOne
+    states: dict[str, str] = {
+        r.saga_id: r.state for r in await conn.execute(_STATES, {"sagas": sagas})
+    }
+    stored = set(states)
+    inbox_rows: list[dict[str, Any]] = []
+    skipped_rows: list[dict[str, Any]] = []
+    outbox_rows: list[dict[str, Any]] = []
+    moved: set[str] = set()
+    outcomes: list[str] = []
+    entered: dict[str, str] = {}
+    correlation: dict[str, str] = {}
+    timers = PendingTimers()
+    for delivery, env, event in items:
+        if (env.id, env.source) in seen:
+            skipped_rows.append(skip_row(env, delivery, None, "duplicate", now))
+            outcomes.append("duplicate")
+            continue
+        seen.add((env.id, env.source))
+        inbox_rows.append(inbox_row(env, delivery, now))
+        step = runner.machine.decide(states.get(env.saga_id), env.type)
+        if step.target is None:
+            skipped_rows.append(skip_row(env, delivery, step.source, "not_allowed", now))
+            log_not_allowed(runner.name, env, step.source)
+            outcomes.append("skipped")
+            continue
+        if env.saga_id not in states:
+            correlation[env.saga_id] = env.correlation_id
+        states[env.saga_id] = step.target
+        entered[env.saga_id] = env.id
+        moved.add(env.saga_id)
+        emitted = await runner.react(conn, env, event, step)
+        if emitted is not None:
+            outbox_rows.append(runner.outbox_row(emitted, now))
+        await runner.deadlines.arm(conn, env.saga_id, step, emitted, timers)
+        outcomes.append("applied")
+    # The engine's own rows, in bulk; outbox rows keep delivery order (their ids give
+    # the relay's publishing order).
+    if inbox_rows:
+        await conn.execute(insert(inbox), inbox_rows)
+    if skipped_rows:
+        await conn.execute(insert(skipped), skipped_rows)
+    new = [
+        {
+            "saga_id": s,
+            "state": states[s],
+            "updated_at": now,
+            "correlation_id": correlation[s],
+            "entered_by": entered[s],
+            "started_at": now,
         }
-        stored = set(states)
-        inbox_rows: list[dict[str, Any]] = []
-        skipped_rows: list[dict[str, Any]] = []
-        outbox_rows: list[dict[str, Any]] = []
-        moved: set[str] = set()
-        outcomes: list[str] = []
-        entered: dict[str, str] = {}
-        correlation: dict[str, str] = {}
-        timers = PendingTimers()
-        for delivery, env, event in items:
-            if (env.id, env.source) in seen:
-                skipped_rows.append(skip_row(env, delivery, None, "duplicate", now))
-                outcomes.append("duplicate")
-                continue
-            seen.add((env.id, env.source))
-            inbox_rows.append(inbox_row(env, delivery, now))
-            step = runner.machine.decide(states.get(env.saga_id), env.type)
-            if step.target is None:
-                skipped_rows.append(skip_row(env, delivery, step.source, "not_allowed", now))
-                log_not_allowed(runner.name, env, step.source)
-                outcomes.append("skipped")
-                continue
-            if env.saga_id not in states:
-                correlation[env.saga_id] = env.correlation_id
-            states[env.saga_id] = step.target
-            entered[env.saga_id] = env.id
-            moved.add(env.saga_id)
-            emitted = await runner.react(conn, env, event, step)
-            if emitted is not None:
-                outbox_rows.append(runner.outbox_row(emitted, now))
-            await runner.deadlines.arm(conn, env.saga_id, step, emitted, timers)
-            outcomes.append("applied")
-        # The engine's own rows, in bulk; outbox rows keep delivery order (their ids give
-        # the relay's publishing order).
-        if inbox_rows:
-            await conn.execute(insert(inbox), inbox_rows)
-        if skipped_rows:
-            await conn.execute(insert(skipped), skipped_rows)
-        new = [
-            {
-                "saga_id": s,
-                "state": states[s],
-                "updated_at": now,
-                "correlation_id": correlation[s],
-                "entered_by": entered[s],
-                "started_at": now,
-            }
-            for s in moved
-            if s not in stored
-        ]
-        if new:
-            await conn.execute(insert(state), new)
-        changed = [
-            {"b_saga_id": s, "b_state": states[s], "b_updated_at": now, "b_entered_by": entered[s]}
-            for s in moved
-            if s in stored
-        ]
-        if changed:
-            await conn.execute(_SET_STATE, changed)
-        if outbox_rows:
-            await conn.execute(insert(tables.outbox), outbox_rows)
-        # Last, timed now: a deadline counts from the commit, not from the batch's start
-        # (the reactions before may have taken seconds).
-        await timers.write(conn)
+        for s in moved
+        if s not in stored
+    ]
+    if new:
+        await conn.execute(insert(state), new)
+    changed = [
+        {"b_saga_id": s, "b_state": states[s], "b_updated_at": now, "b_entered_by": entered[s]}
+        for s in moved
+        if s in stored
+    ]
+    if changed:
+        await conn.execute(_SET_STATE, changed)
+    if outbox_rows:
+        await conn.execute(insert(tables.outbox), outbox_rows)
+    # Last, timed now: a deadline counts from the commit, not from the batch's start
+    # (the reactions before may have taken seconds).
+    await timers.write(conn)
     return outcomes
 
 

@@ -15,31 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine import answers, tables
-from saga_registry.engine.batch import (
-    NeedsOneByOne,
-    apply_batch,
-    inbox_row,
-    log_not_allowed,
-    skip_row,
-)
+from saga_registry.engine.batch import NeedsOneByOne, apply_batch, apply_items
 from saga_registry.engine.bus import Bus, Delivery, Owner
 from saga_registry.engine.codec import EventCodec
 from saga_registry.engine.consume import consume, stop_if_damaged
 from saga_registry.engine.custody import group_name
 from saga_registry.engine.database import Database
 from saga_registry.engine.deadletter import dead_letter, one_line, passes_by
-from saga_registry.engine.deadlines import DeadlineArming, PendingTimers
+from saga_registry.engine.deadlines import DeadlineArming
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import (
     BadEnvelope,
@@ -49,7 +42,7 @@ from saga_registry.engine.errors import (
 )
 from saga_registry.engine.machine import ServiceMachine, Step
 from saga_registry.engine.metrics import Metrics
-from saga_registry.engine.parking import Parked, hold, is_parked, park
+from saga_registry.engine.parking import Parked, hold, park
 from saga_registry.engine.reaction import DeliveryContext, inside_reaction, outside_reactions
 from saga_registry.engine.service import Effects, ServiceBase
 from saga_registry.registry.model import Registry
@@ -205,7 +198,9 @@ class ServiceRunner:
             attempt += 1
             try:
                 async with self.db.transaction() as conn:
-                    outcome = await self._apply(conn, envelope, event, delivery)
+                    (outcome,) = await apply_items(
+                        self, conn, [(delivery, envelope, event)], alone=True
+                    )
                 self.metrics.inc(outcome, self.name)
                 return outcome
             except asyncio.CancelledError:
@@ -240,54 +235,6 @@ class ServiceRunner:
                 )
                 self.metrics.inc("retried", self.name)
                 await asyncio.sleep(delay)
-
-    async def _apply(
-        self, conn: AsyncConnection, env: Envelope, event: Any, delivery: Delivery
-    ) -> str:
-        now = time.time()
-        seen = await conn.scalar(
-            select(tables.inbox.c.event_id).where(
-                tables.inbox.c.event_id == env.id, tables.inbox.c.source == env.source
-            )
-        )
-        if seen is not None:
-            await self._skip(conn, env, delivery, None, "duplicate", now)
-            return "duplicate"
-        if await is_parked(conn, env, delivery):
-            raise Parked
-        await conn.execute(insert(tables.inbox).values(inbox_row(env, delivery, now)))
-        state = await conn.scalar(
-            select(tables.saga_state.c.state).where(tables.saga_state.c.saga_id == env.saga_id)
-        )
-        step = self.machine.decide(state, env.type)
-        if step.target is None:
-            await self._skip(conn, env, delivery, step.source, "not_allowed", now)
-            log_not_allowed(self.name, env, step.source)
-            return "skipped"
-        if state is None:
-            await conn.execute(
-                insert(tables.saga_state).values(
-                    saga_id=env.saga_id,
-                    state=step.target,
-                    updated_at=now,
-                    correlation_id=env.correlation_id,
-                    entered_by=env.id,
-                    started_at=now,
-                )
-            )
-        else:
-            await conn.execute(
-                update(tables.saga_state)
-                .where(tables.saga_state.c.saga_id == env.saga_id)
-                .values(state=step.target, updated_at=now, entered_by=env.id)
-            )
-        emitted = await self.react(conn, env, event, step)
-        if emitted is not None:
-            await self.write_outbox(conn, emitted, now)
-        pending = PendingTimers()
-        await self.deadlines.arm(conn, env.saga_id, step, emitted, pending)
-        await pending.write(conn)  # last: the deadline counts from (nearly) the commit
-        return "applied"
 
     @property
     def reacts_to(self) -> tuple[str, ...]:
@@ -359,19 +306,6 @@ class ServiceRunner:
             "created_at": now,
             "sent_at": None,
         }
-
-    async def _skip(
-        self,
-        conn: AsyncConnection,
-        env: Envelope,
-        delivery: Delivery,
-        state: str | None,
-        reason: str,
-        now: float,
-    ) -> None:
-        await conn.execute(
-            insert(tables.skipped).values(skip_row(env, delivery, state, reason, now))
-        )
 
     async def _dead_letter(
         self, delivery: Delivery, exc: BaseException, attempts: int, keep_bytes: int | None = None
