@@ -89,3 +89,4 @@ async def test_a_copy_relayed_twice_is_still_a_duplicate(
     assert shown.exit_code == 0, shown.output
     rows = [r for r in json.loads(shown.stdout)["events"] if r["event_type"] == "OrderCreated"]
     assert [r["note"] for r in rows] == ["", "duplicate"]
+    assert rows[1]["actions"]["Inventory"] == {"action": "skipped", "detail": "duplicate"}

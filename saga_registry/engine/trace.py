@@ -20,7 +20,8 @@ from saga_registry.registry.projection import project
 class Action:
     """What one service did with one record: `reacted`, `applied`, `skipped`,
     `dead-lettered`, `held` (its saga is parked there), `passed` (an event outside its
-    projection, passed unread) or `-` (not seen)."""
+    projection, passed unread, or, with detail `replay for S`, a copy `saga dlq replay`
+    put back for another service) or `-` (not seen)."""
 
     what: str
     detail: str = ""
@@ -41,7 +42,8 @@ class TraceRow:
     before: str
     after: str
     note: str
-    """Why the state did not move (`duplicate`, `not allowed`, `not applied`), or ''."""
+    """Why the state did not move (`duplicate`, `not allowed`, `not applied`), or ''; a
+    copy `saga dlq replay` put back says so first (`replay for S`)."""
     at: float | None
     actions: dict[str, Action]
 
@@ -145,7 +147,8 @@ def build_trace(
     """The saga's records in log order (by partition offset, never by time: a batch shares
     one timestamp), each with its producer, the state before and after (the registry's
     machine stepped through the log: an event id seen before, or an event the state does
-    not allow, leaves it) and each service's action."""
+    not allow, leaves it) and each service's action. A replayed copy (`_replayed_for`) is
+    no duplicate: it moves the state if no service had applied its event before."""
     machine = SagaMachine(registry)
     projections = project(registry)
     info: dict[_Key, dict[str, Any]] = {}
