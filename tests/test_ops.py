@@ -374,7 +374,8 @@ def test_sagas_stuck_for_and_filters(project: Project) -> None:
         (["TripRequested", "--data", "[]"], "error: --data must be a JSON object"),
         (
             ["TripRequested", "--data", '{"customer_id": "c1"}'],
-            "error: invalid TripRequested payload: travellers: Field required",
+            "error: invalid TripRequested payload: travellers, itinerary, nights, car_class, "
+            "budget, currency: Field required",
         ),
         (
             ["TripRequested", "--data", '{"booking_id": "a"}', "--saga-id", "b"],

@@ -21,6 +21,7 @@ from saga_registry.cli.options import package_option
 from saga_registry.cli.runtime import run
 from saga_registry.cli.start import start
 from saga_registry.registry import CodegenError, RegistryInvalid, load_registry
+from saga_registry.registry.errors import RegistryNotFound
 from saga_registry.registry.model import Registry
 
 DEFAULT_REGISTRY = "registry/saga.yaml"
@@ -31,9 +32,19 @@ def _fail(message: str, status: int = 1) -> None:
     sys.exit(status)
 
 
-def _load(path: str) -> Registry:
+def _load(path: str, given_by: str = "--registry PATH") -> Registry:
+    """The registry at `path`, or the command ends naming its problems. A registry that
+    is not there is most often a command run outside the project: the line says so, and
+    how to name the registry (`given_by`)."""
     try:
         return load_registry(path)
+    except RegistryNotFound as exc:
+        hint = (
+            ""
+            if Path(path).exists()
+            else f" (run saga in your project's folder, or give {given_by})"
+        )
+        _fail(f"error: {exc}{hint}")
     except RegistryInvalid as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
@@ -55,7 +66,7 @@ def main() -> None:
 def validate(path: str) -> None:
     """Check the registry at PATH (default: registry/saga.yaml): its structure against the
     shipped JSON Schema, then its meaning. Prints every problem as path:line:col."""
-    reg = _load(path)
+    reg = _load(path, "the registry's PATH")
     kinds = {
         k: sum(1 for e in reg.events if e.kind == k) for k in ("domain", "failure", "compensation")
     }

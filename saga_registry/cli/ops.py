@@ -27,7 +27,14 @@ from saga_registry.cli.options import (
 from saga_registry.engine import inspect
 from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
 from saga_registry.engine.errors import EngineError
-from saga_registry.engine.trace import Letter, Trace, build_trace, letters_of, path_dot
+from saga_registry.engine.trace import (
+    PASSED,
+    Letter,
+    Trace,
+    build_trace,
+    letters_of,
+    path_dot,
+)
 from saga_registry.registry.model import Registry
 
 
@@ -306,8 +313,9 @@ def _print_trace(reg: Registry, t: Trace, services: list[str]) -> None:
     for r, move in zip(t.rows, moves, strict=True):
         where = f"{r.partition}/{r.offset}" if r.offset is not None else "?"
         since = f"+{(r.at - first) * 1000:.0f}ms" if r.at is not None and first else ""
-        # A service passes the events outside its projection: only what was done shows.
-        acts = "; ".join(f"{s}: {r.actions[s]}" for s in services if r.actions[s].what != "passed")
+        # A service passes the events outside its projection unread: only what was done
+        # shows, and who passed a replayed copy meant for another service.
+        acts = "; ".join(f"{s}: {r.actions[s]}" for s in services if r.actions[s] != PASSED)
         click.echo(
             f"{where:>8} {since:>9}  {r.event_type:<{type_w}}  by {r.producer:<{prod_w}}  "
             f"{move:<{move_w}}  | {acts}"

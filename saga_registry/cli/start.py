@@ -88,9 +88,7 @@ def start(
     except KeyError:
         fail(f"{package}.events has no {event_type}: run `saga codegen`")
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
-        fail(f"invalid {event_type} payload: {where}: {first['msg']}")
+        fail(f"invalid {event_type} payload: {_problems(exc)}")
     settings = Settings(
         registry=registry,
         bus=bus,
@@ -105,6 +103,18 @@ def start(
     except EngineError as exc:
         fail(str(exc))
     click.echo(event.saga_id())
+
+
+def _problems(exc: pydantic.ValidationError) -> str:
+    """Every field the payload misses or gets wrong, in one line: the fields with the same
+    complaint together (`email, plan: Field required; amount: ...`), in the model's order."""
+    by_message: dict[str, list[str]] = {}
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ())) or "payload"
+        fields = by_message.setdefault(error["msg"], [])
+        if where not in fields:
+            fields.append(where)
+    return "; ".join(f"{', '.join(fields)}: {msg}" for msg, fields in by_message.items())
 
 
 def _key_value(text: str, kind: str, key: str) -> str | int:

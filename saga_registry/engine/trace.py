@@ -20,7 +20,8 @@ from saga_registry.registry.projection import project
 class Action:
     """What one service did with one record: `reacted`, `applied`, `skipped`,
     `dead-lettered`, `held` (its saga is parked there), `passed` (an event outside its
-    projection, passed unread) or `-` (not seen)."""
+    projection, passed unread, or, with detail `replay for S`, a copy `saga dlq replay`
+    put back for another service) or `-` (not seen)."""
 
     what: str
     detail: str = ""
@@ -41,7 +42,8 @@ class TraceRow:
     before: str
     after: str
     note: str
-    """Why the state did not move (`duplicate`, `not allowed`, `not applied`), or ''."""
+    """Why the state did not move (`duplicate`, `not allowed`, `not applied`), or ''; a
+    copy `saga dlq replay` put back says so first (`replay for S`)."""
     at: float | None
     actions: dict[str, Action]
 
@@ -132,7 +134,8 @@ def _key(partition: int | None, offset: int | None, event_id: str) -> _Key:
     return ("log", partition or 0, offset) if offset is not None else ("id", event_id)
 
 
-_PASSED = Action("passed")
+PASSED = Action("passed")
+"""What a service does with an event outside its projection: passes it unread."""
 
 
 def build_trace(
@@ -144,7 +147,8 @@ def build_trace(
     """The saga's records in log order (by partition offset, never by time: a batch shares
     one timestamp), each with its producer, the state before and after (the registry's
     machine stepped through the log: an event id seen before, or an event the state does
-    not allow, leaves it) and each service's action."""
+    not allow, leaves it) and each service's action. A replayed copy (`_replayed_for`) is
+    no duplicate: it moves the state if no service had applied its event before."""
     machine = SagaMachine(registry)
     projections = project(registry)
     info: dict[_Key, dict[str, Any]] = {}
@@ -153,6 +157,7 @@ def build_trace(
     emitted_by: dict[str, str] = {}
     caused: dict[tuple[str, str], list[str]] = {}
     in_inbox: set[_Key] = set()
+    taken_at: dict[tuple[str, str], list[_Key]] = {}
 
     def note(key: _Key, event_id: str, event_type: str, at: float | None) -> None:
         got = info.setdefault(key, {"event_id": event_id, "event_type": event_type, "at": at})
@@ -180,6 +185,7 @@ def build_trace(
             note(key, row["event_id"], row["event_type"], row["received_at"])
             sources.setdefault(row["event_id"], row["source"])
             in_inbox.add(key)
+            taken_at.setdefault((service, row["event_id"]), []).append(key)
             if row["event_type"] in reacts:
                 emits = caused.get((service, row["event_id"]), [])
                 answered = [e for e in emits if not e.startswith("deadline fired")]
@@ -221,14 +227,25 @@ def build_trace(
     state = machine.initial
     visited, taken, rows = [state], [], []
     seen: set[str] = set()
+    stepped: set[str] = set()
+    dead_for: dict[str, set[str]] = {}
     for index, key in enumerate(order):
         event_id, event_type = info[key]["event_id"], info[key]["event_type"]
         before, why = state, ""
-        if event_id in seen:
+        meant_for = _replayed_for(
+            acts.get(key, {}),
+            dead_for.get(event_id, set()),
+            [position[k] for s in acts.get(key, {}) for k in taken_at.get((s, event_id), [])],
+            index,
+        )
+        if event_id in seen and not meant_for:
             why = "duplicate"
         elif key not in in_inbox:
             why = "not applied"
-        else:
+        elif event_id not in stepped:
+            # A replayed copy of an event no service applied before moves the saga here;
+            # one of an event the machine has taken only lets its service catch up.
+            stepped.add(event_id)
             step = machine.step(state, event_type)
             if step.target is None:
                 why = "not allowed"
@@ -236,15 +253,23 @@ def build_trace(
                 state = step.target
                 visited.append(state)
                 taken.append((before, event_type, state))
+        if meant_for:
+            why = "; ".join([f"replay for {', '.join(meant_for)}", *([why] if why else [])])
         seen.add(event_id)
         actions: dict[str, Action] = {}
         for service in (s.name for s in registry.services):
             got = acts.get(key, {}).get(service)
+            needed = event_type in projections[service].events
+            if got is None and meant_for and needed:
+                # `saga dlq replay` marks a copy for one service; the others pass it.
+                got = Action("passed", f"replay for {', '.join(meant_for)}")
             if got is None and service in parked_at and position[parked_at[service]] < index:
                 got = Action("held", "saga parked here")
-            if got is None and event_type not in projections[service].events:
-                got = _PASSED
+            if got is None and not needed:
+                got = PASSED
             actions[service] = got or Action("-")
+            if got is not None and got.what == "dead-lettered":
+                dead_for.setdefault(event_id, set()).add(service)
         source = sources.get(event_id)
         rows.append(
             TraceRow(
@@ -276,6 +301,22 @@ def build_trace(
         key=lambda p: p.created_at,
     )
     return Trace(saga_id, rows, pending, visited, taken)
+
+
+def _replayed_for(
+    here: dict[str, Action], dead: set[str], earlier_takes: list[int], index: int
+) -> list[str]:
+    """The services a replayed copy was meant for, if the record at `index` is one: every
+    service that did something with it had dead-lettered an earlier record of the same event
+    and had not taken that event in before (a copy published twice is taken in by every
+    service the first time). `here` is what each service did with the record, `dead` who
+    dead-lettered the event earlier, `earlier_takes` the log positions at which the
+    services of `here` took the event in."""
+    if not here or not dead or any(p < index for p in earlier_takes):
+        return []
+    if not set(here) <= dead:
+        return []
+    return sorted(here)
 
 
 def path_dot(reg: Registry, t: Trace) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from saga_registry.engine import tables
 from saga_registry.engine.app import Application, RunningService
 from saga_registry.engine.config import Settings
+from saga_registry.engine.database import Database
 from saga_registry.engine.deadletter import DeadLetter, letters
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import EngineError
@@ -26,6 +27,7 @@ from saga_registry.registry.model import Registry
 from saga_registry.registry.names import unknown
 from saga_registry.registry.outcomes import outcome_paths
 from saga_registry.testing.clock import ClockTimers, FakeClock
+from saga_registry.testing.deadlines import pending_deadline_hint
 from saga_registry.testing.failures import Failure, error_of
 from saga_registry.testing.result import SagaResult, envelopes_of, saga_records
 
@@ -225,6 +227,20 @@ class SagaHarness:
         topic = self.registry.dead_letter_topic.name
         return letters(await self._bus.read_all(topic))
 
+    # --- the services inside --------------------------------------------------------------
+
+    def service(self, name: str) -> Any:
+        """The running instance of service `name`: the object of the class in the
+        project's `handlers/<service>.py`, to read or set what the test needs (its
+        options, a fake it calls). An unknown name fails the test with the names known."""
+        return self._service(name).service
+
+    def database(self, name: str) -> Database:
+        """Service `name`'s `Database` (the engine's tables and the service's own):
+        `async with saga.database("Billing").transaction() as conn: ...` reads what its
+        reactions wrote. An unknown name fails the test with the names known."""
+        return self._service(name).db
+
     # --- inside ---------------------------------------------------------------------------
 
     @property
@@ -296,7 +312,8 @@ class SagaHarness:
                 return self._result(saga_id, state, records, stuck)
             if loop.time() >= deadline:
                 records = await self._records(saga_id)
-                _fail(self._timeout_text(saga_id, timeout, parked, copies, records))
+                hint = await pending_deadline_hint(self.app.services, saga_id, self.clock.now())
+                _fail(self._timeout_text(saga_id, timeout, parked, copies, records) + hint)
             await asyncio.sleep(_POLL_S)
 
     async def _quiesce(self, timeout: float) -> None:
