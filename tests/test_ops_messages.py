@@ -64,6 +64,16 @@ def test_start_names_every_bad_field_in_one_line(project: Path, data: str, messa
             "error: registry/saga.yaml: no such file (run saga in your project's folder, "
             "or give --registry PATH)",
         ),
+        (
+            ["sagas"],
+            "error: registry/saga.yaml: no such file (run saga in your project's folder, "
+            "or give --registry PATH)",
+        ),
+        (
+            ["run"],
+            "error: registry/saga.yaml: no such file (run saga in your project's folder, "
+            "or give --registry PATH)",
+        ),
     ],
 )
 def test_a_command_outside_the_project_says_where_to_run_it(

@@ -21,7 +21,7 @@ from saga_registry.cli.options import package_option
 from saga_registry.cli.runtime import run
 from saga_registry.cli.start import start
 from saga_registry.registry import CodegenError, RegistryInvalid, load_registry
-from saga_registry.registry.errors import RegistryNotFound
+from saga_registry.registry.errors import RegistryNotFound, problem_line
 from saga_registry.registry.model import Registry
 
 DEFAULT_REGISTRY = "registry/saga.yaml"
@@ -33,18 +33,12 @@ def _fail(message: str, status: int = 1) -> None:
 
 
 def _load(path: str, given_by: str = "--registry PATH") -> Registry:
-    """The registry at `path`, or the command ends naming its problems. A registry that
-    is not there is most often a command run outside the project: the line says so, and
-    how to name the registry (`given_by`)."""
+    """The registry at `path`, or the command ends naming its problems (`given_by`: how
+    the command names the registry, for the hint when it is not there)."""
     try:
         return load_registry(path)
     except RegistryNotFound as exc:
-        hint = (
-            ""
-            if Path(path).exists()
-            else f" (run saga in your project's folder, or give {given_by})"
-        )
-        _fail(f"error: {exc}{hint}")
+        _fail(f"error: {problem_line(path, exc, given_by)}")
     except RegistryInvalid as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)

@@ -16,6 +16,7 @@ from saga_registry.engine.buses.url import KafkaOptions
 from saga_registry.engine.config import DEFAULT_BUS, DEFAULT_DB
 from saga_registry.engine.errors import EngineError
 from saga_registry.registry import CodegenError, load_registry
+from saga_registry.registry.errors import problem_line
 from saga_registry.registry.model import Registry
 
 registry_option = click.option(
@@ -108,7 +109,7 @@ def registry_or_fail(path: str) -> Registry:
     try:
         return load_registry(path)
     except CodegenError as exc:
-        fail(f"registry {path}: {str(exc).splitlines()[0]}")
+        fail(problem_line(path, exc))
 
 
 def kafka_options(

@@ -25,6 +25,7 @@ from saga_registry.engine.service import ServiceBase
 from saga_registry.engine.signing import Keyring
 from saga_registry.engine.timers import DeadlineTimers
 from saga_registry.registry import CodegenError, load_registry
+from saga_registry.registry.errors import problem_line
 from saga_registry.registry.model import Registry
 
 log = logging.getLogger("saga.app")
@@ -60,8 +61,7 @@ class Application:
             try:
                 self.registry = load_registry(self.settings.registry)
             except CodegenError as exc:
-                first = str(exc).splitlines()[0]
-                raise ConfigError(f"registry {self.settings.registry}: {first}") from None
+                raise ConfigError(problem_line(self.settings.registry, exc)) from None
         reg = self.registry
         names = self.settings.services or tuple(s.name for s in reg.services)
         types = event_types(self.settings.package)

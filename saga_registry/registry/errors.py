@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -49,3 +50,13 @@ class RegistryNotFound(CodegenError):
 
 class RenderError(CodegenError):
     """Graphviz could not render a diagram."""
+
+
+def problem_line(path: str, exc: CodegenError, given_by: str = "--registry PATH") -> str:
+    """`exc`, raised loading the registry at `path`, as the one line a command ends with.
+    A registry that is not there is most often a command run outside its project: the
+    line says so, and how to name the registry (`given_by`)."""
+    if isinstance(exc, RegistryNotFound):
+        outside = not Path(path).exists()
+        return f"{exc}" + (f" (run saga in your project's folder, or give {given_by})" * outside)
+    return f"registry {path}: {str(exc).splitlines()[0]}"
