@@ -30,6 +30,7 @@ from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.trace import Trace, build_trace, path_dot
 from saga_registry.registry import Registry, load_registry
+from saga_registry.registry.projection import project as projections_of
 from tests.autoreact import payload
 from tests.helpers import ROOT, TRIP
 
@@ -171,9 +172,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         )
         asyncio.run(publish(p.root, reg, first, first))
 
+        # Each service takes in only its projection's events: the services that see an
+        # event are the ones to ask about it.
+        takers = projections_of(reg)
+
         def confirmed_everywhere(saga_id: str) -> bool:
             sql = "SELECT state FROM saga_state WHERE saga_id = ?"
-            return all(p.db_rows(s.name, sql, saga_id) == [("confirmed",)] for s in reg.services)
+            return all(
+                p.db_rows(s.name, sql, saga_id) == [("confirmed",)]
+                for s in reg.services
+                if "TripConfirmed" in takers[s.name].events
+            )
 
         wait_for("ext-1 confirmed", lambda: confirmed_everywhere("ext-1"))
         late = Envelope.new(
@@ -185,9 +194,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         asyncio.run(publish(p.root, reg, late))
         skipped = "SELECT count(*) FROM saga_skipped WHERE saga_id = ? AND reason = ?"
         wait_for(
-            "the late event skipped by every service",
+            "the late event skipped by every service that takes it in",
             lambda: all(
-                p.db_rows(s.name, skipped, "ext-1", "not_allowed") == [(1,)] for s in reg.services
+                p.db_rows(s.name, skipped, "ext-1", "not_allowed") == [(1,)]
+                for s in reg.services
+                if "FlightBooked" in takers[s.name].events
             ),
         )
         wait_for("ok-1 confirmed", lambda: confirmed_everywhere("ok-1"))
@@ -248,10 +259,13 @@ def test_trace_lists_events_in_log_order_with_states_and_each_services_action(
     assert {a["action"] for a in dup["actions"].values()} == {"skipped"}
     assert dup["actions"]["Booking"]["detail"] == "duplicate"
     assert flight["actions"]["Hotels"]["detail"] == "-> HotelBooked"
-    assert events[-1]["actions"]["Notifications"] == {
+    # The late FlightBooked: Hotels (which reacts to it) stored flight_booked last and
+    # refuses it; Notifications never takes it in.
+    assert events[-1]["actions"]["Hotels"] == {
         "action": "skipped",
-        "detail": "not_allowed in confirmed",
+        "detail": "not_allowed in flight_booked",
     }
+    assert events[-1]["actions"]["Notifications"] == {"action": "passed", "detail": ""}
     assert doc["state"] == "confirmed" and doc["outcome"] == "success"
     assert doc["path"] == [
         "new",
@@ -272,8 +286,10 @@ def test_trace_shows_the_dead_lettered_event_and_the_services_that_did_not_get_f
     billing = rented["actions"]["Billing"]
     assert billing["action"] == "dead-lettered"
     assert "RuntimeError: card processor down for broken-1" in billing["detail"]
-    assert rented["actions"]["Booking"]["action"] == "applied"
-    assert doc["state"] == "car_rented" and doc["outcome"] is None
+    # Only Billing takes CarRented in; the others pass it.
+    assert rented["actions"]["Booking"]["action"] == "passed"
+    # No service took CarRented in (Billing dead-lettered it): the saga is where it was.
+    assert doc["state"] == "hotel_booked" and doc["outcome"] is None
     assert doc["events"][-1]["event_type"] == "CarRented"
     # Without the bus, the parked row alone still says so.
     offline = project.trace("broken-1", "--bus", "embedded:elsewhere.db")
@@ -322,20 +338,21 @@ def test_sagas_counts_by_status_and_state(project: Project) -> None:
     doc = project.sagas()
     assert doc["total"] == 4
     assert doc["counts"]["status"] == {"in-flight": 0, "stuck": 0, "parked": 1, "ended": 3}
-    assert doc["counts"]["state"] == {"car_rented": 1, "confirmed": 3}
+    assert doc["counts"]["state"] == {"hotel_booked": 1, "confirmed": 3}
     assert doc["counts"]["outcome"] == {"success": 3}
     by_id = {s["saga_id"]: s for s in doc["sagas"]}
     assert set(by_id) == {"ok-1", "ext-1", "broken-1", HOSTILE}
     # Billing dead-lettered its CarRented: the saga waits there, parked.
     assert by_id["broken-1"]["status"] == "parked"
-    # Billing never applied CarRented: its copy lags, the most advanced one is shown.
-    assert by_id["broken-1"]["views"]["Billing"] == "hotel_booked"
-    assert by_id["broken-1"]["state"] == "car_rented"
+    # Billing, the one service that takes CarRented in, never applied it: the most
+    # advanced state a service recorded is shown (CarRental's, which emitted CarRented).
+    assert by_id["broken-1"]["views"]["Billing"] == "requested"
+    assert by_id["broken-1"]["state"] == "hotel_booked"
     text_out = project.saga("sagas")
     assert text_out.stdout.splitlines()[0] == (
         "4 saga(s): 0 in-flight, 0 stuck, 1 parked, 3 ended (3 success)"
     )
-    assert text_out.stdout.splitlines()[1] == "by state: car_rented 1, confirmed 3"
+    assert text_out.stdout.splitlines()[1] == "by state: confirmed 3, hotel_booked 1"
 
 
 def test_sagas_stuck_for_and_filters(project: Project) -> None:
@@ -346,7 +363,7 @@ def test_sagas_stuck_for_and_filters(project: Project) -> None:
     assert [s["saga_id"] for s in only["sagas"]] == ["broken-1"]
     text_out = project.saga("sagas", "--state", "parked").stdout
     assert "parked in Billing" in text_out, text_out
-    assert project.sagas("--state", "car_rented")["total"] == 1
+    assert project.sagas("--state", "hotel_booked")["total"] == 1
     assert project.sagas("--outcome", "success")["total"] == 3
     assert project.sagas("--outcome", "failure")["total"] == 0
     limited = project.sagas("--limit", "2")
