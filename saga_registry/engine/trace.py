@@ -209,6 +209,21 @@ def build_trace(
         sources.setdefault(letter.event_id, letter.source)
         acts.setdefault(key, {}).setdefault(letter.service, Action("dead-lettered", letter.error))
 
+    # An event a service dead-lettered may be in no inbox at all: with projections, it
+    # may be the only service that takes that event in. Its producer's outbox knows it.
+    known = {got["event_id"] for got in info.values()}
+    for recs in records.values():
+        head = recs.parked["event_id"] if recs.parked is not None else None
+        if head is None or head in known:
+            continue
+        for producer in records.values():
+            rows = [r for r in producer.outbox if r["event_id"] == head]
+            if rows:
+                row = rows[0]
+                kind = outbox_headers(row).get("ce_type", "?")
+                note(_key(None, None, head), head, kind, row["created_at"])
+                known.add(head)
+                break
     logged = sorted((k for k in info if k[0] == "log"), key=lambda k: (k[1], k[2]))
     unlogged = sorted((k for k in info if k[0] == "id"), key=lambda k: info[k]["at"] or 0.0)
     order = logged + unlogged
