@@ -217,11 +217,10 @@ def build_trace(
         if head is None or head in known:
             continue
         for producer in records.values():
-            rows = [r for r in producer.outbox if r["event_id"] == head]
-            if rows:
-                row = rows[0]
-                kind = outbox_headers(row).get("ce_type", "?")
-                note(_key(None, None, head), head, kind, row["created_at"])
+            sent = [r for r in producer.outbox if r["event_id"] == head]
+            if sent:
+                kind = outbox_headers(sent[0]).get("ce_type", "?")
+                note(_key(None, None, head), head, kind, sent[0]["created_at"])
                 known.add(head)
                 break
     logged = sorted((k for k in info if k[0] == "log"), key=lambda k: (k[1], k[2]))
