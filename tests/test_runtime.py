@@ -3,6 +3,7 @@ parametrised. Each test fails if the mechanism it names is removed."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -426,4 +427,26 @@ async def test_database_outage_is_not_a_reaction_failure(bus: Bus, db_url: str) 
     assert await bus.read_all(h.registry.dead_letter_topic.name) == []
     h.runner._handlers["OrderCreated"] = real
     assert await h.runner.handle(delivery) == "applied", "not parked by the outage"
+    await h.crash()
+
+
+async def test_a_service_that_takes_no_event_in_does_not_consume(bus: Bus, db_url: str) -> None:
+    # Cart reacts to nothing and follows nothing: its projection is empty, so it neither
+    # fetches the topic nor joins a consumer group (it would only pass every record).
+    h = await harness(bus, db_url, "Cart")
+    runner = h.runner
+    assert runner is not None and runner.machine.projection.events == set()
+    await h.crash()  # the harness's own subscription is not the runner's loop
+    await h.start()
+    runner = h.runner
+    assert runner is not None
+    await publish(bus, h.registry, event("OrderCreated", "c1"))
+    stop = asyncio.Event()
+    loop = asyncio.create_task(runner.run(stop))
+    await asyncio.sleep(2.5)  # past the 1 s a passed batch may wait to be committed
+    assert not loop.done()
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+    assert await bus.committed(runner.group, runner.topic) == {}
+    assert await h.rows(select(tables.inbox)) == []
     await h.crash()

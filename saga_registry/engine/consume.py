@@ -30,6 +30,13 @@ async def consume(runner: ServiceRunner, stop: asyncio.Event) -> None:
     is logged, and after a pause the runner subscribes again, so that whatever was handed
     out but not committed is delivered again (and deduplicated). A damaged database, or one
     that is not the group's, ends it (`DatabaseDamaged`, `DatabaseMismatch`)."""
+    if not runner.machine.projection.events:
+        # Nothing of the topic is for this service (it only begins sagas, or answers,
+        # or serves its own reads): fetching every record to pass it would cost CPU
+        # for nothing. It joins no group; it starts reading if a registry gives it events.
+        log.info("%s: takes in no event of the registry, not consuming", runner.name)
+        await stop.wait()
+        return
     settings = runner.settings
     pause = settings.backoff_s
     loop = asyncio.get_running_loop()
