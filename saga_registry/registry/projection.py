@@ -73,18 +73,9 @@ class Projection:
         """The events taken in only to follow the saga (no reaction)."""
         return self.events - self.reacts
 
-    def applies(self) -> dict[str, frozenset[str]]:
-        """Per stored state, the events still allowed from it: an inbox row of any other
-        event recognises nothing the state does not."""
-        out: dict[str, set[str]] = {}
-        for (state, event), target in self.decisions.items():
-            if target is not None:
-                out.setdefault(state, set()).add(event)
-        return {s: frozenset(e) for s, e in out.items()}
-
 
 class TooLarge(Exception):
-    """The registry's configurations exceed `MAX_CONFIGS`."""
+    """Exploring the registry exceeded `MAX_CONFIGS` or `MAX_WORK`."""
 
 
 class Model:
