@@ -221,7 +221,7 @@ async def check(
         (key, s.runner.name)
         for key, kind in (dead_keys or {}).items()
         for s in app.services
-        if kind is None or s.runner.machine.takes(kind)
+        if s.runner.machine.takes(kind)
     }
     missing = wanted - {(d.saga_id, d.service) for d in found}
     if missing:

@@ -391,7 +391,7 @@ async def _poison_unread(app: Application, poisoner: Poisoner) -> int:
         unread += sum(
             (key, name) not in lettered
             for key, kind in poisoner.dead_keys.items()
-            if kind is None or machine.takes(kind)
+            if machine.takes(kind)
         )
         if not machine.takes(GHOST_TYPE):
             continue

@@ -85,10 +85,14 @@ class ServiceMachine(SagaMachine):
         self.passes = frozenset(t.encode() for t in known - self.projection.events)
         """The `ce_type` header values of the events this service passes unread."""
 
-    def takes(self, event_type: str) -> bool:
-        """Whether the service takes in a record of `event_type` (any type the registry
-        does not know is taken, to be dead-lettered)."""
-        return event_type.encode() not in self.passes
+    def takes(self, event_type: str | None) -> bool:
+        """Whether the service takes in a record of `event_type` (None: a record with no
+        readable type). A service that takes in no event of the registry does not read
+        the topic at all; the others take any record whose type is not the registry's
+        or cannot be read, to dead-letter it."""
+        if not self.projection.events:
+            return False
+        return event_type is None or event_type.encode() not in self.passes
 
     def decide(self, state: str | None, event_type: str) -> Step:
         """Where `event_type` leads a saga this service stored in `state` (None: never
