@@ -300,7 +300,7 @@ def test_key_with_line_breaks_is_reported_on_one_line(tmp_path: Path) -> None:
     # The key's line breaks used to split the problem over three lines, two without a place.
     assert problems_of(path) == [
         f"{path}:{line}:3: unknown key 'ti\\ntle\\u2028' in saga "
-        "(expected one of: description, key, name, pattern, signed_events, title)"
+        "(expected one of: description, key, name, pattern, projections, signed_events, title)"
     ]
 
 

@@ -57,6 +57,7 @@ def problem_line(path: str, exc: CodegenError, given_by: str = "--registry PATH"
     A registry that is not there is most often a command run outside its project: the
     line says so, and how to name the registry (`given_by`)."""
     if isinstance(exc, RegistryNotFound):
-        outside = not Path(path).exists()
+        # A path given relative is the default or was typed from the wrong folder.
+        outside = not Path(path).is_absolute() and not Path(path).exists()
         return f"{exc}" + (f" (run saga in your project's folder, or give {given_by})" * outside)
     return f"registry {path}: {str(exc).splitlines()[0]}"
