@@ -39,8 +39,8 @@ async def initiate(runner: ServiceRunner, event: Any, effects: Effects | None = 
     async with runner.db.transaction() as conn:
         if effects is not None:
             await effects(conn)
-        await runner.write_outbox(conn, env, time.time())
-    runner.committed()
+        row = await runner.write_outbox(conn, env, time.time())
+    await runner.committed([row])
     return env
 
 
@@ -98,6 +98,6 @@ async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = No
         )
         if effects is not None:
             await effects(conn)
-        await runner.write_outbox(conn, env, time.time())
-    runner.committed()
+        queued = await runner.write_outbox(conn, env, time.time())
+    await runner.committed([queued])
     return env

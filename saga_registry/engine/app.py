@@ -5,6 +5,7 @@ service's own `start` and `stop` hooks (`ServiceBase`) run its background work."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class Application:
                 self.bus,
                 settings=self.settings.runner,
                 metrics=self.metrics,
-                on_committed=relay.wake,
+                on_committed=relay.committed,
             )
             self.services.append(RunningService(service, runner, relay, DeadlineTimers(runner), db))
             runner.codec.keyring = keyring
@@ -146,6 +147,8 @@ class Application:
         for s in self.services:
             if isinstance(s.service, ServiceBase):
                 s.service.bind_runtime(None)
+            with contextlib.suppress(Exception):  # said; published again after a restart
+                await s.relay.flush()
             await s.db.stop()
         self.services.clear()
         if self.bus is not None:

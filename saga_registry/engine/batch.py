@@ -28,7 +28,8 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine import tables
-from saga_registry.engine.bus import Delivery
+from saga_registry.engine.bus import Delivery, next_offsets
+from saga_registry.engine.custody import raise_marks
 from saga_registry.engine.deadletter import passes_by
 from saga_registry.engine.deadlines import PendingTimers
 from saga_registry.engine.envelope import Envelope
@@ -68,11 +69,14 @@ class NeedsOneByOne(Exception):
     """Some delivery of the batch needs the one-by-one path (bad record, parked saga)."""
 
 
-async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[str]:
-    """Apply `batch` in one transaction of `runner`'s database; the outcome of each
-    delivery (applied, duplicate, skipped). Raises `NeedsOneByOne` (nothing written) when
-    a delivery needs the one-by-one path; a reaction's own error propagates, likewise
-    with nothing written."""
+async def apply_batch(
+    runner: ServiceRunner, batch: Sequence[Delivery], positions: Sequence[Delivery]
+) -> Applied:
+    """Apply `batch` in one transaction of `runner`'s database, which also raises the
+    database's marks past `positions` (the batch and what was passed around it);
+    returns the outcome of each delivery (applied, duplicate, skipped) and the outbox
+    rows written. Raises `NeedsOneByOne` (nothing written) when a delivery needs the
+    one-by-one path; a reaction's own error propagates, likewise with nothing written."""
     limit = runner.settings.max_record_bytes
     if any(d.record.size() > limit for d in batch):
         raise NeedsOneByOne  # dead-lettered there, unread
@@ -83,20 +87,26 @@ async def apply_batch(runner: ServiceRunner, batch: Sequence[Delivery]) -> list[
     except BadEnvelope:
         raise NeedsOneByOne from None
     async with runner.db.transaction() as conn:
-        return await apply_items(runner, conn, items)
+        applied = await apply_items(runner, conn, items)
+        await raise_marks(conn, next_offsets(positions))
+    return applied
 
 
 Item = tuple[Delivery, Envelope, Any]
 """A delivery, its envelope and its typed event."""
 
+Applied = tuple[list[str], list[dict[str, Any]]]
+"""Each delivery's outcome, and the outbox rows written (to hand to the relay once
+the transaction commits)."""
+
 
 async def apply_items(
     runner: ServiceRunner, conn: AsyncConnection, items: Sequence[Item], *, alone: bool = False
-) -> list[str]:
+) -> Applied:
     """Apply decoded deliveries in order inside `conn`'s transaction: for each, its inbox
     row (or a skip: duplicate, not allowed), its saga's new state, its reaction's writes
     and outbox rows, its timers; the engine's own rows written in bulk at the end. Returns
-    each delivery's outcome.
+    each delivery's outcome and the outbox rows.
 
     The one implementation of a delivery, for a poll batch and for one delivery `alone`
     (the one-by-one path, with its retries). A parked saga raises `NeedsOneByOne` for a
@@ -180,7 +190,7 @@ async def apply_items(
     # Last, timed now: a deadline counts from the commit, not from the batch's start
     # (the reactions before may have taken seconds).
     await timers.write(conn)
-    return outcomes
+    return outcomes, outbox_rows
 
 
 def inbox_row(env: Envelope, delivery: Delivery, now: float) -> dict[str, Any]:

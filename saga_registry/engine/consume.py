@@ -42,6 +42,11 @@ async def consume(runner: ServiceRunner, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         subscription = None
+        # The previous batch's offset commit, left running while the next batch is
+        # fetched and handled: its marks are in the database already, and a commit that
+        # fails is found before the next one (everything since is delivered again, and
+        # deduplicated).
+        committing: asyncio.Task[None] | None = None
         try:
             subscription = await runner.bus.subscribe(runner.group, [runner.topic], runner.owner)
             # Deliveries passed unread, not committed yet: a batch of nothing but events
@@ -51,20 +56,36 @@ async def consume(runner: ServiceRunner, stop: asyncio.Event) -> None:
             # restart, they are only fetched and passed again.
             passed: list[Delivery] = []
             since = 0.0
+            # Handled (their marks written), offsets not yet committed: committed at most
+            # every `commit_every_s`, so that a slow trickle of records does not cost the
+            # broker a commit request each; a restart only delivers them again.
+            handled: list[Delivery] = []
+            committed_at = loop.time()
             while not stop.is_set():
                 batch = await subscription.fetch(settings.batch, settings.poll_timeout_s)
-                if batch and not await runner.handle_batch(batch):
-                    if not passed:
-                        since = loop.time()
-                    passed.extend(batch)
-                    batch = []
-                if passed and (batch or loop.time() - since >= PASSED_COMMIT_S):
-                    batch, passed = passed + batch, []
                 if batch:
+                    if await runner.handle_batch(batch, passed):
+                        handled += passed + batch
+                        passed = []
+                    else:
+                        if not passed:
+                            since = loop.time()
+                        passed.extend(batch)
+                if passed and loop.time() - since >= PASSED_COMMIT_S:
                     # The database's mark first: it must never be behind the bus.
-                    await record_positions(runner.db, batch)
-                    await subscription.commit(batch)
+                    await record_positions(runner.db, passed)
+                    handled += passed
+                    passed = []
+                if handled and loop.time() - committed_at >= settings.commit_every_s:
+                    if committing is not None:
+                        await committing
+                    committing = asyncio.create_task(subscription.commit(handled))
+                    handled, committed_at = [], loop.time()
                 pause = settings.backoff_s
+            if committing is not None:
+                await committing
+            if handled:
+                await subscription.commit(handled)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the loop must outlive any outage
@@ -77,6 +98,13 @@ async def consume(runner: ServiceRunner, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), pause)
             pause = min(pause * 2, settings.backoff_max_s * 5)
         finally:
+            if committing is not None:
+                # Only after a failure is it still running or unseen: the records it
+                # would commit are delivered again either way.
+                if not committing.done():
+                    committing.cancel()
+                elif not committing.cancelled():
+                    committing.exception()
             if subscription is not None:
                 with contextlib.suppress(Exception):
                     await subscription.close()

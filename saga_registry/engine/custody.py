@@ -83,7 +83,7 @@ async def _claim(db: Database, bus: Bus, service: str, group: str, topic: str) -
                     id=identity, service=service, created_at=time.time(), accepts=None
                 )
             )
-            await _raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
+            await raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
             if handled:
                 log.info("%s: database %s had no identity; it is now %s", service, where, identity)
             return Owner(identity)
@@ -131,7 +131,7 @@ async def adopt(db: Database, bus: Bus, service: str, group: str, topic: str) ->
         foreign = [o for o in owners if o != identity]
         await conn.execute(update(tables.identity).values(accepts=foreign[-1] if foreign else None))
         await conn.execute(delete(tables.positions).where(tables.positions.c.topic == topic))
-        await _raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
+        await raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
     return str(identity)
 
 
@@ -141,7 +141,7 @@ async def record_positions(db: Database, deliveries: Sequence[Delivery]) -> None
     if not nexts:
         return
     async with db.transaction() as conn:
-        await _raise_marks(conn, nexts)
+        await raise_marks(conn, nexts)
 
 
 _RAISE = text(
@@ -152,7 +152,7 @@ _RAISE = text(
 )
 
 
-async def _raise_marks(conn: AsyncConnection, marks: Mapping[tuple[str, int], int]) -> None:
+async def raise_marks(conn: AsyncConnection, marks: Mapping[tuple[str, int], int]) -> None:
     """Each (topic, partition) mark to at least the given offset, in one statement
     (replicas sharing the database raise them concurrently, so a mark never goes down)."""
     if marks:

@@ -1,5 +1,11 @@
 """The outbox relay: publishes a service's committed outbox rows, then marks them sent.
 
+What a transaction of this process queued is handed to the relay right after its commit
+(`committed`) and published at once, without reading it back: the outbox row is only the
+crash backstop. Rows nobody handed over (written by another process that could not
+publish them, or left by a crash between commit and publish) are found by polling the
+outbox, once they are `GRACE_S` old, so that the relay does not race their writer.
+
 A crash between publishing and marking publishes the rows again after restart; consumers
 drop the copies by event id (their inbox). So nothing committed is ever lost, and nothing
 is applied twice.
@@ -11,79 +17,201 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import RowMapping, bindparam, select, update
 
 from saga_registry.engine import tables
 from saga_registry.engine.bus import Bus, Record
 from saga_registry.engine.database import Database
+from saga_registry.engine.deadletter import one_line
 
 log = logging.getLogger("saga.relay")
+
+GRACE_S = 2.0
+"""How old an unsent outbox row must be before the poll publishes it: its writer
+publishes it right after its commit, and this leaves it the time to (a writer's clock
+ahead of the poller's by more than this costs a duplicate copy, which consumers drop)."""
+
+MARK_AFTER_S = 0.1
+"""How long published rows wait to be marked sent, so that one transaction marks many
+(a crash meanwhile only publishes them again: duplicates, which consumers drop)."""
 
 _o = tables.outbox
 # Built once, so SQLAlchemy reuses their compiled form without rebuilding a cache key.
 _UNSENT = (
-    select(_o.c.id, _o.c.topic, _o.c.key, _o.c.headers, _o.c.value)
-    .where(_o.c.sent_at.is_(None))
+    select(_o.c.id, _o.c.event_id, _o.c.topic, _o.c.key, _o.c.headers, _o.c.value)
+    .where(_o.c.sent_at.is_(None), _o.c.created_at <= bindparam("before"))
     .order_by(_o.c.id)
     .limit(bindparam("limit"))
 )
 _MARK_SENT = (
-    update(_o).where(_o.c.id.in_(bindparam("ids", expanding=True))).values(sent_at=bindparam("now"))
+    update(_o)
+    .where(_o.c.sent_at.is_(None), _o.c.event_id.in_(bindparam("ids", expanding=True)))
+    .values(sent_at=bindparam("now"))
 )
+
+OutboxRow = Mapping[str, Any]
+"""An outbox row as written (`ServiceRunner.outbox_row`)."""
+
+
+def record_of(row: OutboxRow | RowMapping) -> Record:
+    """The bus record an outbox row holds."""
+    return Record(
+        row["topic"], row["key"], row["value"], tuple((k, v.encode()) for k, v in row["headers"])
+    )
 
 
 class OutboxRelay:
     """Moves one database's outbox onto the bus, in commit order."""
 
     def __init__(
-        self, db: Database, bus: Bus, *, batch: int = 500, idle_poll_s: float = 0.1
+        self,
+        db: Database,
+        bus: Bus,
+        *,
+        batch: int = 500,
+        idle_poll_s: float = 0.5,
+        grace_s: float = GRACE_S,
     ) -> None:
         self.db = db
         self.bus = bus
         self.batch = batch
         self.idle_poll_s = idle_poll_s
+        self.grace_s = grace_s
         self._wake = asyncio.Event()
+        self._fresh: list[tuple[str, Record]] = []
+        """Handed over after their commit, not yet published, in commit order."""
+        self._claimed: set[str] = set()
+        """Event ids queued or published and not yet marked sent: neither path takes
+        them a second time."""
+        self._running = False
+        self._unmarked: list[str] = []
+        """Published, not yet marked sent (`_mark`)."""
+        self._marking: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
-        """Tell the relay new rows were committed (it also polls on its own)."""
+        """Tell the relay to look at the outbox now rather than at its next poll."""
         self._wake.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set, then drain what is committed."""
-        pause = 0.05
-        while not stop.is_set():
-            try:
-                sent = await self.relay_once()
-                pause = 0.05
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # committed rows wait in the outbox; try again
-                log.warning("relay: publish failed, retrying in %.2gs: %s", pause, exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
-                pause = min(pause * 2, 5.0)
-                continue
-            if sent < self.batch:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
-        with contextlib.suppress(Exception):  # best effort: rows stay for the next start
-            while await self.relay_once():
-                pass
+    async def committed(self, rows: Sequence[OutboxRow]) -> None:
+        """Publish `rows`, just committed to the outbox: by the running relay, at once
+        (this returns without waiting); or here, when the relay does not run in this
+        process (a command that only starts sagas). A failed publish here is logged and
+        left to the relay of the service's own process, which polls the outbox."""
+        fresh = [(r["event_id"], record_of(r)) for r in rows if r["event_id"] not in self._claimed]
+        if not fresh:
+            return
+        self._claimed.update(i for i, _ in fresh)
+        if self._running:
+            self._fresh.extend(fresh)
+            self._wake.set()
+            return
+        try:
+            await self._publish(fresh)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # committed: the service's relay publishes it later
+            log.warning("relay: publish failed, left to the service's relay: %s", one_line(exc))
 
-    async def relay_once(self) -> int:
-        """Publish one batch of unsent rows; returns how many were sent."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set, then drain what is committed: what is handed over
+        at once, the outbox's older rows every `idle_poll_s`."""
+        self._running = True
+        pause = 0.05
+        polled_at = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    if self._fresh:
+                        await self._publish_fresh()
+                    elif time.monotonic() - polled_at >= self.idle_poll_s:
+                        if await self.relay_once(older_than_s=self.grace_s) < self.batch:
+                            polled_at = time.monotonic()
+                    else:
+                        self._wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
+                    pause = 0.05
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # committed rows wait in the outbox; try again
+                    log.warning("relay: publish failed, retrying in %.2gs: %s", pause, exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), pause)
+                    pause = min(pause * 2, 5.0)
+            with contextlib.suppress(Exception):  # best effort: rows stay for the next start
+                while self._fresh:
+                    await self._publish_fresh()
+                while await self.relay_once(older_than_s=self.grace_s):
+                    pass
+                await self.flush()
+        finally:
+            self._running = False
+
+    async def _publish_fresh(self) -> None:
+        """Publish what was handed over, in order (one batch), and mark it sent."""
+        fresh, self._fresh = self._fresh[: self.batch], self._fresh[self.batch :]
+        try:
+            await self.bus.publish([r for _, r in fresh])
+        except BaseException:
+            self._fresh[:0] = fresh  # in order, before anything handed over since
+            raise
+        await self._mark([i for i, _ in fresh])
+
+    async def relay_once(self, older_than_s: float = 0.0) -> int:
+        """Publish one batch of unsent rows at least `older_than_s` old (all of them by
+        default: a command that drains an outbox); returns how many were sent."""
         async with self.db.transaction() as conn:
-            rows = (await conn.execute(_UNSENT, {"limit": self.batch})).all()
-        if not rows:
+            rows = (
+                await conn.execute(
+                    _UNSENT, {"limit": self.batch, "before": time.time() - older_than_s}
+                )
+            ).all()
+        polled = [
+            (r.event_id, record_of(r._mapping)) for r in rows if r.event_id not in self._claimed
+        ]
+        if not polled:
             return 0
-        await self.bus.publish(
-            [
-                Record(r.topic, r.key, r.value, tuple((k, v.encode()) for k, v in r.headers))
-                for r in rows
-            ]
-        )
-        async with self.db.transaction() as conn:
-            await conn.execute(_MARK_SENT, {"ids": [r.id for r in rows], "now": time.time()})
-        return len(rows)
+        self._claimed.update(i for i, _ in polled)
+        await self._publish(polled)
+        return len(polled)
+
+    async def _publish(self, records: Sequence[tuple[str, Record]]) -> None:
+        """Publish claimed `records`, then mark their rows sent; the claims are released
+        either way (unpublished, the rows wait for a later poll)."""
+        try:
+            await self.bus.publish([r for _, r in records])
+        except BaseException:
+            self._claimed.difference_update(i for i, _ in records)
+            raise
+        await self._mark([i for i, _ in records])
+
+    async def _mark(self, ids: list[str]) -> None:
+        """Mark the published rows `ids` sent, MARK_AFTER_S later, together with those
+        published meanwhile: one transaction for many publishes."""
+        self._unmarked.extend(ids)
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._mark_later(), name="relay.mark")
+
+    async def _mark_later(self) -> None:
+        await asyncio.sleep(MARK_AFTER_S)
+        with contextlib.suppress(Exception):  # said by `flush`, and published again later
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Mark every published row sent now (before a stop), and release their claims."""
+        ids, self._unmarked = self._unmarked, []
+        if not ids:
+            return
+        try:
+            async with self.db.transaction() as conn:
+                await conn.execute(_MARK_SENT, {"ids": ids, "now": time.time()})
+        except Exception as exc:
+            log.warning("relay: cannot mark %d published rows sent: %s", len(ids), one_line(exc))
+            raise
+        finally:
+            # Unmarked (the database failed after the publish), a row is published again
+            # by a later poll: a duplicate copy, which consumers drop.
+            self._claimed.difference_update(ids)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +29,7 @@ from saga_registry.engine.batch import NeedsOneByOne, apply_batch, apply_items
 from saga_registry.engine.bus import Bus, Delivery, Owner
 from saga_registry.engine.codec import EventCodec
 from saga_registry.engine.consume import consume, stop_if_damaged
-from saga_registry.engine.custody import group_name
+from saga_registry.engine.custody import group_name, record_positions
 from saga_registry.engine.database import Database
 from saga_registry.engine.deadletter import dead_letter, one_line, passes_by
 from saga_registry.engine.deadlines import DeadlineArming
@@ -44,6 +44,7 @@ from saga_registry.engine.machine import ServiceMachine, Step
 from saga_registry.engine.metrics import Metrics
 from saga_registry.engine.parking import Parked, hold, park
 from saga_registry.engine.reaction import DeliveryContext, inside_reaction, outside_reactions
+from saga_registry.engine.relay import OutboxRow
 from saga_registry.engine.service import Effects, ServiceBase
 from saga_registry.registry.model import Registry
 
@@ -67,6 +68,9 @@ class RunnerSettings:
     may not emit one: no event of a registry needs more, decoding one would cost memory
     and time for nothing, and below Kafka's default 1 MiB request size there is room for
     a dead-letter copy's own headers."""
+    commit_every_s: float = 0.1
+    """At most this often a consumer commits its offsets (more often costs the broker a
+    request per small batch; less often, a restart delivers more again, deduplicated)."""
     batch_transactions: bool = True
     """Handle a poll batch in one database transaction (see `saga_registry.engine.batch`)."""
 
@@ -84,7 +88,7 @@ class ServiceRunner:
         *,
         settings: RunnerSettings | None = None,
         metrics: Metrics | None = None,
-        on_committed: Callable[[], None] | None = None,
+        on_committed: Callable[[Sequence[OutboxRow]], Awaitable[None]] | None = None,
     ) -> None:
         self.registry = registry
         self.name: str = service.service_name
@@ -109,7 +113,7 @@ class ServiceRunner:
         self.answers = {e for r in self._deferring for e in self._reactions[r]}
         """The event types this service may give as a deferred reaction's late answer."""
         self.initiates = spec.initiates
-        self._on_committed = on_committed or (lambda: None)
+        self._on_committed = on_committed or _nothing_to_publish
         self.codec = EventCodec(
             registry, self.name, event_types, self._reactions, self._deferring, self.topic
         )
@@ -135,22 +139,24 @@ class ServiceRunner:
         kind = delivery.record.header("ce_type")
         return kind is None or kind not in self.machine.passes
 
-    async def handle_batch(self, batch: list[Delivery]) -> int:
+    async def handle_batch(self, batch: Sequence[Delivery], passed: Sequence[Delivery] = ()) -> int:
         """Handle deliveries in order; never raises for a bad record or a failing reaction.
-        Returns how many it took in (`needs`); the others are passed.
+        Returns how many it took in (`needs`); the others are passed. When it took any,
+        the database's marks (`engine.custody`) are past `batch` and the deliveries
+        `passed` before it, ready for the offsets to be committed.
 
-        The batch goes in one transaction (`engine.batch`) unless `batch_transactions` is
-        off or something in it needs the one-by-one path; then each delivery gets its own
-        transaction, with retries, dead-lettering and parking."""
+        The batch goes in one transaction with the marks (`engine.batch`) unless
+        `batch_transactions` is off or something in it needs the one-by-one path; then
+        each delivery gets its own transaction, with retries, dead-lettering and parking.
+        What the transactions emitted is handed to the relay once they commit."""
         needed = [d for d in batch if self.needs(d)]
         if len(needed) < len(batch):
             self.metrics.inc("unneeded", self.name, len(batch) - len(needed))
         if not needed:
             return 0
-        batch = needed
-        if self.settings.batch_transactions and len(batch) > 1:
+        if self.settings.batch_transactions and len(needed) > 1:
             try:
-                outcomes = await apply_batch(self, batch)
+                outcomes, emitted = await apply_batch(self, needed, [*passed, *batch])
             except asyncio.CancelledError:
                 raise
             except _INFRASTRUCTURE:
@@ -159,17 +165,17 @@ class ServiceRunner:
                 pass
             except Exception as exc:  # a reaction failed: its retries happen one by one
                 log.debug(
-                    "%s: batch of %d falls back to one by one: %s", self.name, len(batch), exc
+                    "%s: batch of %d falls back to one by one: %s", self.name, len(needed), exc
                 )
             else:
                 for outcome in outcomes:
                     self.metrics.inc(outcome, self.name)
-                self._on_committed()
-                return len(batch)
-        for delivery in batch:
+                await self._on_committed(emitted)
+                return len(needed)
+        for delivery in needed:
             await self.handle(delivery)
-        self._on_committed()
-        return len(batch)
+        await record_positions(self.db, [*passed, *batch])
+        return len(needed)
 
     async def handle(self, delivery: Delivery) -> str:
         """Handle one delivery; returns what happened (applied, duplicate, skipped, dead,
@@ -198,9 +204,10 @@ class ServiceRunner:
             attempt += 1
             try:
                 async with self.db.transaction() as conn:
-                    (outcome,) = await apply_items(
+                    (outcome,), emitted = await apply_items(
                         self, conn, [(delivery, envelope, event)], alone=True
                     )
+                await self._on_committed(emitted)
                 self.metrics.inc(outcome, self.name)
                 return outcome
             except asyncio.CancelledError:
@@ -273,18 +280,24 @@ class ServiceRunner:
         outside_reactions("answer()")
         return await answers.answer(self, event, effects)
 
-    def committed(self) -> None:
-        """Tell the relay that a transaction of this service queued events."""
-        self._on_committed()
+    async def committed(self, rows: Sequence[OutboxRow]) -> None:
+        """Hand the outbox rows a transaction of this service just committed to the
+        relay, to be published at once."""
+        await self._on_committed(rows)
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction on the service's database (`ServiceBase.transaction`)."""
         outside_reactions("transaction()")
         return self.db.transaction()
 
-    async def write_outbox(self, conn: AsyncConnection, env: Envelope, now: float) -> None:
-        """Queue `env` for the relay inside the caller's transaction."""
-        await conn.execute(_QUEUE, self.outbox_row(env, now))
+    async def write_outbox(
+        self, conn: AsyncConnection, env: Envelope, now: float
+    ) -> dict[str, Any]:
+        """Queue `env` for the relay inside the caller's transaction; returns the row,
+        to be handed to `committed` once the transaction commits."""
+        row = self.outbox_row(env, now)
+        await conn.execute(_QUEUE, row)
+        return row
 
     def outbox_row(self, env: Envelope, now: float) -> dict[str, Any]:
         """The outbox row that queues `env` for the relay; raises `ForbiddenEmit` for a
@@ -323,5 +336,10 @@ _KEEP_BYTES = 64 << 10
 
 # Built once: SQLAlchemy then reuses their compiled form without rebuilding a cache key.
 _QUEUE = insert(tables.outbox)
+
+
+async def _nothing_to_publish(rows: Sequence[OutboxRow]) -> None:
+    """Without a relay, the outbox keeps the rows for whoever drains it."""
+
 
 _INFRASTRUCTURE = (OperationalError, InterfaceError, DatabaseUnavailable, BusUnavailable)

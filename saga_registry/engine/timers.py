@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from sqlalchemy import delete, select
 
@@ -46,7 +47,7 @@ class DeadlineTimers:
         r = self.runner
         t = tables.timers
         now = time.time() if now is None else now
-        fired = 0
+        emitted: list[dict[str, Any]] = []
         async with r.db.transaction() as conn:
             due = (
                 await conn.execute(
@@ -107,7 +108,7 @@ class DeadlineTimers:
                     correlation_id=row.correlation_id,
                     causation_id=row.entered_by,
                 )
-                await r.write_outbox(conn, env, now)
+                emitted.append(await r.write_outbox(conn, env, now))
                 log.info(
                     "%s: deadline: saga %s stayed %.3gs in %s, emitted %s",
                     r.name,
@@ -116,7 +117,8 @@ class DeadlineTimers:
                     timer.state,
                     deadline.emit,
                 )
-                fired += 1
+        await r.committed(emitted)
+        fired = len(emitted)
         if fired:
             r.metrics.inc("deadlines_fired", r.name, fired)
         return fired

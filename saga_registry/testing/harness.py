@@ -193,7 +193,6 @@ class SagaHarness:
         fired = 0
         for s in self.app.services:
             fired += await s.timers.fire_due()
-            s.relay.wake()
         return fired
 
     async def run_outcome(self, name: str, stimulus: Any, timeout: float = 10.0) -> SagaResult:

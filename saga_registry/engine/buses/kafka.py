@@ -84,7 +84,7 @@ class KafkaBus(Bus):
         if self._producer is not None:
             return
         producer = AIOKafkaProducer(
-            **self._client_options(), enable_idempotence=True, acks="all", linger_ms=5
+            **self._client_options(), enable_idempotence=True, acks="all", linger_ms=0
         )
         await connect(producer, self.bootstrap)
         self._producer = producer
