@@ -89,6 +89,13 @@ async def test_a_batch_is_one_transaction_with_dedupe_skips_and_order(
         1,
     )
     assert len(await h.rows(select(tables.inbox))) == 3, "the passed event left no row"
+    # The database's mark, in the same transaction: past the whole batch, the passed
+    # event included, before any offset is committed.
+    marks = await h.rows(select(tables.positions.c.log_partition, tables.positions.c.next_offset))
+    ends: dict[int, int] = {}
+    for d in batch:
+        ends[d.partition] = max(ends.get(d.partition, 0), d.offset + 1)
+    assert dict(marks) == ends
     await h.crash()
 
 

@@ -24,12 +24,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from saga_registry.engine import tables
+from saga_registry.engine import rows
 from saga_registry.engine.bus import Delivery, next_offsets
-from saga_registry.engine.custody import raise_marks
 from saga_registry.engine.deadletter import passes_by
 from saga_registry.engine.deadlines import PendingTimers
 from saga_registry.engine.envelope import Envelope
@@ -41,28 +39,6 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("saga.runner")
-
-# Built once, so SQLAlchemy reuses their compiled form without rebuilding a cache key.
-_SEEN = select(tables.inbox.c.event_id, tables.inbox.c.source).where(
-    tables.inbox.c.event_id.in_(bindparam("ids", expanding=True))
-)
-_PARKED = (
-    select(tables.parked.c.saga_id)
-    .where(tables.parked.c.saga_id.in_(bindparam("sagas", expanding=True)))
-    .limit(1)
-)
-_STATES = select(tables.saga_state.c.saga_id, tables.saga_state.c.state).where(
-    tables.saga_state.c.saga_id.in_(bindparam("sagas", expanding=True))
-)
-_SET_STATE = (
-    update(tables.saga_state)
-    .where(tables.saga_state.c.saga_id == bindparam("b_saga_id"))
-    .values(
-        state=bindparam("b_state"),
-        updated_at=bindparam("b_updated_at"),
-        entered_by=bindparam("b_entered_by"),
-    )
-)
 
 
 class NeedsOneByOne(Exception):
@@ -88,7 +64,7 @@ async def apply_batch(
         raise NeedsOneByOne from None
     async with runner.db.transaction() as conn:
         applied = await apply_items(runner, conn, items)
-        await raise_marks(conn, next_offsets(positions))
+        await rows.raise_marks(conn, next_offsets(positions))
     return applied
 
 
@@ -113,19 +89,16 @@ async def apply_items(
     batch; `alone`, `Parked` (and a replayed copy of the event the saga waits for goes
     through, see `engine.parking`)."""
     now = time.time()
-    inbox, state, skipped = tables.inbox, tables.saga_state, tables.skipped
     sagas = list({env.saga_id for _, env, _ in items})
     ids = list({env.id for _, env, _ in items})
-    seen = {(r.event_id, r.source) for r in await conn.execute(_SEEN, {"ids": ids})}
+    seen = await rows.seen(conn, ids)
     if alone:
         ((delivery, env, _),) = items
         if (env.id, env.source) not in seen and await is_parked(conn, env, delivery):
             raise Parked
-    elif await conn.scalar(_PARKED, {"sagas": sagas}) is not None:
+    elif await rows.any_parked(conn, sagas):
         raise NeedsOneByOne
-    states: dict[str, str] = {
-        r.saga_id: r.state for r in await conn.execute(_STATES, {"sagas": sagas})
-    }
+    states = await rows.states(conn, sagas)
     stored = set(states)
     inbox_rows: list[dict[str, Any]] = []
     skipped_rows: list[dict[str, Any]] = []
@@ -160,33 +133,14 @@ async def apply_items(
         outcomes.append("applied")
     # The engine's own rows, in bulk; outbox rows keep delivery order (their ids give
     # the relay's publishing order).
-    if inbox_rows:
-        await conn.execute(insert(inbox), inbox_rows)
-    if skipped_rows:
-        await conn.execute(insert(skipped), skipped_rows)
-    new = [
-        {
-            "saga_id": s,
-            "state": states[s],
-            "updated_at": now,
-            "correlation_id": correlation[s],
-            "entered_by": entered[s],
-            "started_at": now,
-        }
-        for s in moved
-        if s not in stored
-    ]
-    if new:
-        await conn.execute(insert(state), new)
-    changed = [
-        {"b_saga_id": s, "b_state": states[s], "b_updated_at": now, "b_entered_by": entered[s]}
-        for s in moved
-        if s in stored
-    ]
-    if changed:
-        await conn.execute(_SET_STATE, changed)
-    if outbox_rows:
-        await conn.execute(insert(tables.outbox), outbox_rows)
+    await rows.insert_inbox(conn, inbox_rows)
+    await rows.insert_skipped(conn, skipped_rows)
+    await rows.insert_states(
+        conn,
+        ((s, states[s], now, correlation[s], entered[s], now) for s in moved if s not in stored),
+    )
+    await rows.update_states(conn, ((s, states[s], now, entered[s]) for s in moved if s in stored))
+    await rows.insert_outbox(conn, outbox_rows)
     # Last, timed now: a deadline counts from the commit, not from the batch's start
     # (the reactions before may have taken seconds).
     await timers.write(conn)

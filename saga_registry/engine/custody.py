@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from saga_registry.engine import tables
+from saga_registry.engine import rows, tables
 from saga_registry.engine.bus import Bus, Delivery, Owner, next_offsets
 from saga_registry.engine.database import Database, damage
 from saga_registry.engine.errors import DatabaseDamaged, DatabaseMismatch, DatabaseUnavailable
@@ -83,7 +82,7 @@ async def _claim(db: Database, bus: Bus, service: str, group: str, topic: str) -
                     id=identity, service=service, created_at=time.time(), accepts=None
                 )
             )
-            await raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
+            await rows.raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
             if handled:
                 log.info("%s: database %s had no identity; it is now %s", service, where, identity)
             return Owner(identity)
@@ -131,7 +130,7 @@ async def adopt(db: Database, bus: Bus, service: str, group: str, topic: str) ->
         foreign = [o for o in owners if o != identity]
         await conn.execute(update(tables.identity).values(accepts=foreign[-1] if foreign else None))
         await conn.execute(delete(tables.positions).where(tables.positions.c.topic == topic))
-        await raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
+        await rows.raise_marks(conn, {(topic, p): o for p, (o, _) in committed.items()})
     return str(identity)
 
 
@@ -141,23 +140,7 @@ async def record_positions(db: Database, deliveries: Sequence[Delivery]) -> None
     if not nexts:
         return
     async with db.transaction() as conn:
-        await raise_marks(conn, nexts)
-
-
-_RAISE = text(
-    "INSERT INTO saga_positions (topic, log_partition, next_offset) VALUES (:t, :p, :o)"
-    " ON CONFLICT (topic, log_partition) DO UPDATE SET next_offset = CASE"
-    " WHEN excluded.next_offset > saga_positions.next_offset THEN excluded.next_offset"
-    " ELSE saga_positions.next_offset END"
-)
-
-
-async def raise_marks(conn: AsyncConnection, marks: Mapping[tuple[str, int], int]) -> None:
-    """Each (topic, partition) mark to at least the given offset, in one statement
-    (replicas sharing the database raise them concurrently, so a mark never goes down)."""
-    if marks:
-        rows = [{"t": topic, "p": p, "o": o} for (topic, p), o in marks.items()]
-        await conn.execute(_RAISE, rows)
+        await rows.raise_marks(conn, nexts)
 
 
 def _where(db: Database) -> str:

@@ -20,12 +20,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, bindparam, select, update
+from sqlalchemy import RowMapping, bindparam, select
 
 from saga_registry.engine import tables
 from saga_registry.engine.bus import Bus, Record
 from saga_registry.engine.database import Database
 from saga_registry.engine.deadletter import one_line
+from saga_registry.engine.rows import mark_sent
 
 log = logging.getLogger("saga.relay")
 
@@ -46,12 +47,6 @@ _UNSENT = (
     .order_by(_o.c.id)
     .limit(bindparam("limit"))
 )
-_MARK_SENT = (
-    update(_o)
-    .where(_o.c.sent_at.is_(None), _o.c.event_id.in_(bindparam("ids", expanding=True)))
-    .values(sent_at=bindparam("now"))
-)
-
 OutboxRow = Mapping[str, Any]
 """An outbox row as written (`ServiceRunner.outbox_row`)."""
 
@@ -207,7 +202,7 @@ class OutboxRelay:
             return
         try:
             async with self.db.transaction() as conn:
-                await conn.execute(_MARK_SENT, {"ids": ids, "now": time.time()})
+                await mark_sent(conn, ids, time.time())
         except Exception as exc:
             log.warning("relay: cannot mark %d published rows sent: %s", len(ids), one_line(exc))
             raise

@@ -1,0 +1,142 @@
+"""The outbox relay publishes what a transaction queued as soon as it is handed over,
+takes rows nobody handed over only once they are older than its grace, and publishes each
+row once whichever way it came."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select
+
+from saga_registry.engine import tables
+from saga_registry.engine.bus import Bus, TopicSpec
+from saga_registry.engine.buses import EmbeddedBus
+from saga_registry.engine.database import Database, database_url
+from saga_registry.engine.relay import OutboxRelay
+
+TOPIC = "relay.events"
+
+
+@pytest.fixture
+async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
+    b = EmbeddedBus(tmp_path / "bus.db")
+    await b.start()
+    await b.ensure_topics([TopicSpec(TOPIC, 1)])
+    yield b
+    await b.stop()
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    d = Database(database_url(f"sqlite:///{tmp_path}/{{service}}.db", "relay"), None)
+    await d.start()
+    yield d
+    await d.stop()
+
+
+async def _queue(db: Database, count: int) -> list[dict[str, Any]]:
+    """Commit `count` outbox rows, as a reaction's transaction would."""
+    rows = [
+        {
+            "event_id": str(uuid.uuid4()),
+            "topic": TOPIC,
+            "key": f"saga-{i}".encode(),
+            "headers": [["ce_type", "Thing"]],
+            "value": b"{}",
+            "created_at": time.time(),
+            "sent_at": None,
+        }
+        for i in range(count)
+    ]
+    async with db.transaction() as conn:
+        await conn.execute(insert(tables.outbox), rows)
+    return rows
+
+
+async def _published(bus: Bus) -> list[bytes]:
+    return [d.record.key for d in await bus.read_all(TOPIC)]
+
+
+async def _unsent(db: Database) -> int:
+    async with db.transaction() as conn:
+        rows = await conn.execute(
+            select(tables.outbox.c.id).where(tables.outbox.c.sent_at.is_(None))
+        )
+        return len(rows.all())
+
+
+async def _until(check: Any, timeout_s: float) -> float:
+    """Seconds until `check()` is true; fails after `timeout_s`."""
+    start = time.monotonic()
+    while not await check():
+        assert time.monotonic() - start < timeout_s, "timed out"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+async def test_rows_handed_over_are_published_at_once_without_a_poll(
+    bus: Bus, db: Database
+) -> None:
+    # A poll a minute away: only the hand-over can publish them in time.
+    relay = OutboxRelay(db, bus, idle_poll_s=60, grace_s=60)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(0.05)
+    rows = await _queue(db, 3)
+    await relay.committed(rows)
+
+    async def three() -> bool:
+        return len(await _published(bus)) == 3
+
+    await _until(three, 5)
+    assert await _published(bus) == [b"saga-0", b"saga-1", b"saga-2"], "in commit order"
+
+    async def marked() -> bool:
+        return await _unsent(db) == 0
+
+    await _until(marked, 5)
+    stop.set()
+    await running
+
+
+async def test_rows_nobody_handed_over_wait_for_the_grace(bus: Bus, db: Database) -> None:
+    relay = OutboxRelay(db, bus, idle_poll_s=0.02, grace_s=0.6)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    await _queue(db, 1)  # written by "another process": never handed over here
+    await asyncio.sleep(0.3)
+    assert await _published(bus) == [], "its writer may still publish it: not yet"
+
+    async def one() -> bool:
+        return len(await _published(bus)) == 1
+
+    await _until(one, 5)
+    stop.set()
+    await running
+    assert await _unsent(db) == 0, "marked sent by the stop at the latest"
+
+
+async def test_a_row_polled_and_handed_over_is_published_once(bus: Bus, db: Database) -> None:
+    relay = OutboxRelay(db, bus)
+    rows = await _queue(db, 2)
+    assert await relay.relay_once() == 2  # a drain took them first
+    await relay.committed(rows)  # then their writer hands them over
+    await relay.flush()
+    assert await _published(bus) == [b"saga-0", b"saga-1"]
+    assert await relay.relay_once() == 0, "marked sent: nothing left to take"
+    assert len(await _published(bus)) == 2
+
+
+async def test_without_a_running_relay_the_writer_publishes(bus: Bus, db: Database) -> None:
+    relay = OutboxRelay(db, bus)  # never run: a process that only starts sagas
+    rows = await _queue(db, 1)
+    await relay.committed(rows)
+    assert await _published(bus) == [b"saga-0"], "published before committed() returned"
+    await relay.flush()
+    assert await _unsent(db) == 0
