@@ -134,9 +134,15 @@ async def test_a_row_polled_and_handed_over_is_published_once(bus: Bus, db: Data
 
 
 async def test_without_a_running_relay_the_writer_publishes(bus: Bus, db: Database) -> None:
-    relay = OutboxRelay(db, bus)  # never run: a process that only starts sagas
-    rows = await _queue(db, 1)
-    await relay.committed(rows)
-    assert await _published(bus) == [b"saga-0"], "published before committed() returned"
-    await relay.flush()
+    relay = OutboxRelay(db, bus, grace_s=60)  # never run: a process that only starts sagas
+    rows = await _queue(db, 3)
+    for row in rows:
+        await relay.committed([row])  # returns at once: the publish is a task of its own
+
+    async def three() -> bool:
+        return len(await _published(bus)) == 3
+
+    await _until(three, 5)
+    assert await _published(bus) == [b"saga-0", b"saga-1", b"saga-2"], "in commit order"
+    await relay.flush()  # as the application's stop does
     assert await _unsent(db) == 0

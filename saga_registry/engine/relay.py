@@ -85,30 +85,43 @@ class OutboxRelay:
         self._unmarked: list[str] = []
         """Published, not yet marked sent (`_mark`)."""
         self._marking: asyncio.Task[None] | None = None
+        self._sending: asyncio.Task[None] | None = None
+        """Publishes what is handed over while the relay does not run."""
 
     def wake(self) -> None:
         """Tell the relay to look at the outbox now rather than at its next poll."""
         self._wake.set()
 
     async def committed(self, rows: Sequence[OutboxRow]) -> None:
-        """Publish `rows`, just committed to the outbox: by the running relay, at once
-        (this returns without waiting); or here, when the relay does not run in this
-        process (a command that only starts sagas). A failed publish here is logged and
-        left to the relay of the service's own process, which polls the outbox."""
+        """Have `rows`, just committed to the outbox, published at once, in commit order;
+        returns without waiting for it. The running relay publishes them; where it does
+        not run (a process that only starts sagas), a task of this call's does, and
+        `flush` waits for it. A publish that fails there is logged and left to the relay
+        of the service's own process, which polls the outbox."""
         fresh = [(r["event_id"], record_of(r)) for r in rows if r["event_id"] not in self._claimed]
         if not fresh:
             return
         self._claimed.update(i for i, _ in fresh)
-        if self._running:
-            self._fresh.extend(fresh)
-            self._wake.set()
-            return
-        try:
-            await self._publish(fresh)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # committed: the service's relay publishes it later
-            log.warning("relay: publish failed, left to the service's relay: %s", one_line(exc))
+        self._fresh.extend(fresh)
+        self._wake.set()
+        if not self._running and (self._sending is None or self._sending.done()):
+            self._sending = asyncio.create_task(self._send_handed_over(), name="relay.send")
+
+    async def _send_handed_over(self) -> None:
+        """Publish what is handed over until nothing is left (no relay runs here)."""
+        while self._fresh and not self._running:
+            try:
+                await self._publish_fresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # committed: the service's relay publishes it later
+                lost, self._fresh = self._fresh, []
+                self._claimed.difference_update(i for i, _ in lost)
+                log.warning(
+                    "relay: publish failed, %d event(s) left to the service's relay: %s",
+                    len(lost),
+                    one_line(exc),
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, then drain what is committed: what is handed over
@@ -196,7 +209,10 @@ class OutboxRelay:
             await self.flush()
 
     async def flush(self) -> None:
-        """Mark every published row sent now (before a stop), and release their claims."""
+        """Publish what is handed over, then mark every published row sent now (before a
+        stop), and release their claims."""
+        if self._sending is not None:
+            await self._sending
         ids, self._unmarked = self._unmarked, []
         if not ids:
             return
