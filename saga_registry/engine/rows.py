@@ -63,14 +63,35 @@ async def states(conn: AsyncConnection, sagas: Sequence[str]) -> dict[str, str]:
     return {r[0]: r[1] for r in await _run(conn, sql, tuple(sagas))}
 
 
-_INSERT_INBOX = (
-    "INSERT INTO saga_inbox (event_id, source, event_type, saga_id, received_at,"
-    " log_partition, log_offset) VALUES (?, ?, ?, ?, ?, ?, ?)"
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {_in(len(columns))}"
+
+
+def _values(rows: Iterable[Mapping[str, Any]], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    return [tuple(r[c] for c in columns) for r in rows]
+
+
+_INBOX = (
+    "event_id",
+    "source",
+    "event_type",
+    "saga_id",
+    "received_at",
+    "log_partition",
+    "log_offset",
 )
-_INSERT_SKIPPED = (
-    "INSERT INTO saga_skipped (event_id, event_type, saga_id, state, reason, at,"
-    " log_partition, log_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_SKIPPED = (
+    "event_id",
+    "event_type",
+    "saga_id",
+    "state",
+    "reason",
+    "at",
+    "log_partition",
+    "log_offset",
 )
+_INSERT_INBOX = _insert("saga_inbox", _INBOX)
+_INSERT_SKIPPED = _insert("saga_skipped", _SKIPPED)
 _INSERT_STATE = (
     "INSERT INTO saga_state (saga_id, state, updated_at, correlation_id, entered_by,"
     " started_at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -95,43 +116,12 @@ async def _many(conn: AsyncConnection, sql: str, rows: list[tuple[Any, ...]]) ->
 
 async def insert_inbox(conn: AsyncConnection, rows: Iterable[Mapping[str, Any]]) -> None:
     """Inbox rows (`batch.inbox_row`)."""
-    await _many(
-        conn,
-        _INSERT_INBOX,
-        [
-            (
-                r["event_id"],
-                r["source"],
-                r["event_type"],
-                r["saga_id"],
-                r["received_at"],
-                r["log_partition"],
-                r["log_offset"],
-            )
-            for r in rows
-        ],
-    )
+    await _many(conn, _INSERT_INBOX, _values(rows, _INBOX))
 
 
 async def insert_skipped(conn: AsyncConnection, rows: Iterable[Mapping[str, Any]]) -> None:
     """Skipped rows (`batch.skip_row`)."""
-    await _many(
-        conn,
-        _INSERT_SKIPPED,
-        [
-            (
-                r["event_id"],
-                r["event_type"],
-                r["saga_id"],
-                r["state"],
-                r["reason"],
-                r["at"],
-                r["log_partition"],
-                r["log_offset"],
-            )
-            for r in rows
-        ],
-    )
+    await _many(conn, _INSERT_SKIPPED, _values(rows, _SKIPPED))
 
 
 async def insert_states(
