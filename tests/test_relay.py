@@ -1,6 +1,6 @@
 """The outbox relay publishes what a transaction queued as soon as it is handed over,
-takes rows nobody handed over only once they are older than its grace, and publishes each
-row once whichever way it came."""
+polls for the rows nobody handed over, and publishes each row once whichever way it
+came."""
 
 from __future__ import annotations
 
@@ -84,10 +84,10 @@ async def test_rows_handed_over_are_published_at_once_without_a_poll(
     bus: Bus, db: Database
 ) -> None:
     # A poll a minute away: only the hand-over can publish them in time.
-    relay = OutboxRelay(db, bus, idle_poll_s=60, grace_s=60)
+    relay = OutboxRelay(db, bus, idle_poll_s=60)
     stop = asyncio.Event()
     running = asyncio.create_task(relay.run(stop))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # its first poll is done: the next is a minute away
     rows = await _queue(db, 3)
     await relay.committed(rows)
 
@@ -105,13 +105,12 @@ async def test_rows_handed_over_are_published_at_once_without_a_poll(
     await running
 
 
-async def test_rows_nobody_handed_over_wait_for_the_grace(bus: Bus, db: Database) -> None:
-    relay = OutboxRelay(db, bus, idle_poll_s=0.02, grace_s=0.6)
+async def test_rows_nobody_handed_over_are_published_by_the_poll(bus: Bus, db: Database) -> None:
+    relay = OutboxRelay(db, bus, idle_poll_s=0.05)
     stop = asyncio.Event()
     running = asyncio.create_task(relay.run(stop))
-    await _queue(db, 1)  # written by "another process": never handed over here
-    await asyncio.sleep(0.3)
-    assert await _published(bus) == [], "its writer may still publish it: not yet"
+    await asyncio.sleep(0.1)
+    await _queue(db, 1)  # written by another process: never handed over here
 
     async def one() -> bool:
         return len(await _published(bus)) == 1
@@ -123,26 +122,29 @@ async def test_rows_nobody_handed_over_wait_for_the_grace(bus: Bus, db: Database
 
 
 async def test_a_row_polled_and_handed_over_is_published_once(bus: Bus, db: Database) -> None:
-    relay = OutboxRelay(db, bus)
     rows = await _queue(db, 2)
-    assert await relay.relay_once() == 2  # a drain took them first
-    await relay.committed(rows)  # then their writer hands them over
-    await relay.flush()
+    relay = OutboxRelay(db, bus, idle_poll_s=60)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))  # its first poll takes both rows
+
+    async def two() -> bool:
+        return len(await _published(bus)) == 2
+
+    await _until(two, 5)
+    await relay.committed(rows)  # then their writer hands them over: claimed already
+    await asyncio.sleep(0.3)
+    stop.set()
+    await running
     assert await _published(bus) == [b"saga-0", b"saga-1"]
-    assert await relay.relay_once() == 0, "marked sent: nothing left to take"
-    assert len(await _published(bus)) == 2
+    assert await _unsent(db) == 0
 
 
-async def test_without_a_running_relay_the_writer_publishes(bus: Bus, db: Database) -> None:
-    relay = OutboxRelay(db, bus, grace_s=60)  # never run: a process that only starts sagas
-    rows = await _queue(db, 3)
-    for row in rows:
-        await relay.committed([row])  # returns at once: the publish is a task of its own
-
-    async def three() -> bool:
-        return len(await _published(bus)) == 3
-
-    await _until(three, 5)
-    assert await _published(bus) == [b"saga-0", b"saga-1", b"saga-2"], "in commit order"
-    await relay.flush()  # as the application's stop does
+async def test_without_a_running_relay_rows_wait_for_a_poll(bus: Bus, db: Database) -> None:
+    relay = OutboxRelay(db, bus)  # not running: a process that only starts sagas
+    rows = await _queue(db, 1)
+    await relay.committed(rows)
+    assert await _published(bus) == [], "left to the service's relay"
+    assert await relay.relay_once() == 1, "a drain (saga start) publishes it"
+    await relay.flush()
+    assert await _published(bus) == [b"saga-0"]
     assert await _unsent(db) == 0

@@ -142,9 +142,11 @@ async def _initiate(settings: Settings, reg: Registry, event: Any) -> Envelope:
             # Its services would skip a second start; better said now than found later.
             where = f"in state {state}" if state is not None else "just started"
             raise ConfigError(f"saga {saga_id} exists already ({where}): a saga starts once")
-        # Published by the time the application stops (`Application.stop` flushes the
-        # relay), or, if the bus fails meanwhile, by the service's own relay later.
-        return await part.runner.initiate(event)
+        env = await part.runner.initiate(event)
+        # Publish now: the initiating service may not be running.
+        while await part.relay.relay_once():
+            pass
+        return env
     finally:
         await app.stop()
 

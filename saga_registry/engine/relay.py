@@ -1,10 +1,11 @@
 """The outbox relay: publishes a service's committed outbox rows, then marks them sent.
 
-What a transaction of this process queued is handed to the relay right after its commit
-(`committed`) and published at once, without reading it back: the outbox row is only the
-crash backstop. Rows nobody handed over (written by another process that could not
-publish them, or left by a crash between commit and publish) are found by polling the
-outbox, once they are `GRACE_S` old, so that the relay does not race their writer.
+What a transaction of the process that runs the relay queued is handed to it right after
+the commit (`committed`) and published at once, without reading it back: the outbox row
+is only the crash backstop. Rows nobody handed over (written by another process, such as
+one that only starts sagas, or left by a crash between commit and publish) are found by
+polling the outbox every `idle_poll_s`. A row is claimed by whichever path takes it first
+until it is marked sent, so that the other does not publish it again.
 
 A crash between publishing and marking publishes the rows again after restart; consumers
 drop the copies by event id (their inbox). So nothing committed is ever lost, and nothing
@@ -30,11 +31,6 @@ from saga_registry.engine.rows import mark_sent
 
 log = logging.getLogger("saga.relay")
 
-GRACE_S = 2.0
-"""How old an unsent outbox row must be before the poll publishes it: its writer
-publishes it right after its commit, and this leaves it the time to (a writer's clock
-ahead of the poller's by more than this costs a duplicate copy, which consumers drop)."""
-
 MARK_AFTER_S = 0.1
 """How long published rows wait to be marked sent, so that one transaction marks many
 (a crash meanwhile only publishes them again: duplicates, which consumers drop)."""
@@ -43,7 +39,7 @@ _o = tables.outbox
 # Built once, so SQLAlchemy reuses their compiled form without rebuilding a cache key.
 _UNSENT = (
     select(_o.c.id, _o.c.event_id, _o.c.topic, _o.c.key, _o.c.headers, _o.c.value)
-    .where(_o.c.sent_at.is_(None), _o.c.created_at <= bindparam("before"))
+    .where(_o.c.sent_at.is_(None))
     .order_by(_o.c.id)
     .limit(bindparam("limit"))
 )
@@ -67,14 +63,12 @@ class OutboxRelay:
         bus: Bus,
         *,
         batch: int = 500,
-        idle_poll_s: float = 0.5,
-        grace_s: float = GRACE_S,
+        idle_poll_s: float = 0.1,
     ) -> None:
         self.db = db
         self.bus = bus
         self.batch = batch
         self.idle_poll_s = idle_poll_s
-        self.grace_s = grace_s
         self._wake = asyncio.Event()
         self._fresh: list[tuple[str, Record]] = []
         """Handed over after their commit, not yet published, in commit order."""
@@ -85,47 +79,31 @@ class OutboxRelay:
         self._unmarked: list[str] = []
         """Published, not yet marked sent (`_mark`)."""
         self._marking: asyncio.Task[None] | None = None
-        self._sending: asyncio.Task[None] | None = None
-        """Publishes what is handed over while the relay does not run."""
 
     def wake(self) -> None:
         """Tell the relay to look at the outbox now rather than at its next poll."""
         self._wake.set()
 
     async def committed(self, rows: Sequence[OutboxRow]) -> None:
-        """Have `rows`, just committed to the outbox, published at once, in commit order;
-        returns without waiting for it. The running relay publishes them; where it does
-        not run (a process that only starts sagas), a task of this call's does, and
-        `flush` waits for it. A publish that fails there is logged and left to the relay
-        of the service's own process, which polls the outbox."""
-        fresh = [(r["event_id"], record_of(r)) for r in rows if r["event_id"] not in self._claimed]
-        if not fresh:
-            return
-        self._claimed.update(i for i, _ in fresh)
-        self._fresh.extend(fresh)
-        self._wake.set()
-        if not self._running and (self._sending is None or self._sending.done()):
-            self._sending = asyncio.create_task(self._send_handed_over(), name="relay.send")
+        """Have `rows`, just committed to the outbox, published at once, in commit order,
+        by the running relay; returns without waiting for it. Where the relay does not
+        run (a process that only starts sagas), this does nothing: the relay of the
+        service's own process polls the outbox, or the caller drains it (`relay_once`).
 
-    async def _send_handed_over(self) -> None:
-        """Publish what is handed over until nothing is left (no relay runs here)."""
-        while self._fresh and not self._running:
-            try:
-                await self._publish_fresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # committed: the service's relay publishes it later
-                lost, self._fresh = self._fresh, []
-                self._claimed.difference_update(i for i, _ in lost)
-                log.warning(
-                    "relay: publish failed, %d event(s) left to the service's relay: %s",
-                    len(lost),
-                    one_line(exc),
-                )
+        Publishing them here instead was measured: the placer then pays for the publish,
+        and the services, never behind, handle one small batch per event, which costs
+        more CPU per saga than the poll's latency saves on a saturated machine."""
+        if not self._running:
+            return
+        fresh = [(r["event_id"], record_of(r)) for r in rows if r["event_id"] not in self._claimed]
+        if fresh:
+            self._claimed.update(i for i, _ in fresh)
+            self._fresh.extend(fresh)
+            self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, then drain what is committed: what is handed over
-        at once, the outbox's older rows every `idle_poll_s`."""
+        at once, the outbox's other rows every `idle_poll_s`."""
         self._running = True
         pause = 0.05
         polled_at = 0.0
@@ -135,7 +113,7 @@ class OutboxRelay:
                     if self._fresh:
                         await self._publish_fresh()
                     elif time.monotonic() - polled_at >= self.idle_poll_s:
-                        if await self.relay_once(older_than_s=self.grace_s) < self.batch:
+                        if await self.relay_once() < self.batch:
                             polled_at = time.monotonic()
                     else:
                         self._wake.clear()
@@ -152,7 +130,7 @@ class OutboxRelay:
             with contextlib.suppress(Exception):  # best effort: rows stay for the next start
                 while self._fresh:
                     await self._publish_fresh()
-                while await self.relay_once(older_than_s=self.grace_s):
+                while await self.relay_once():
                     pass
                 await self.flush()
         finally:
@@ -168,15 +146,10 @@ class OutboxRelay:
             raise
         await self._mark([i for i, _ in fresh])
 
-    async def relay_once(self, older_than_s: float = 0.0) -> int:
-        """Publish one batch of unsent rows at least `older_than_s` old (all of them by
-        default: a command that drains an outbox); returns how many were sent."""
+    async def relay_once(self) -> int:
+        """Publish one batch of the unsent rows nobody has claimed; returns how many."""
         async with self.db.transaction() as conn:
-            rows = (
-                await conn.execute(
-                    _UNSENT, {"limit": self.batch, "before": time.time() - older_than_s}
-                )
-            ).all()
+            rows = (await conn.execute(_UNSENT, {"limit": self.batch})).all()
         polled = [
             (r.event_id, record_of(r._mapping)) for r in rows if r.event_id not in self._claimed
         ]
@@ -209,10 +182,7 @@ class OutboxRelay:
             await self.flush()
 
     async def flush(self) -> None:
-        """Publish what is handed over, then mark every published row sent now (before a
-        stop), and release their claims."""
-        if self._sending is not None:
-            await self._sending
+        """Mark every published row sent now (before a stop), and release their claims."""
         ids, self._unmarked = self._unmarked, []
         if not ids:
             return
