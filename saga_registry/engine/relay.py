@@ -80,10 +80,6 @@ class OutboxRelay:
         """Published, not yet marked sent (`_mark`)."""
         self._marking: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
-        """Tell the relay to look at the outbox now rather than at its next poll."""
-        self._wake.set()
-
     async def committed(self, rows: Sequence[OutboxRow]) -> None:
         """Have `rows`, just committed to the outbox, published at once, in commit order,
         by the running relay; returns without waiting for it. Where the relay does not
