@@ -389,7 +389,9 @@ async def put_back(h: Harness) -> list[str]:
     assert h.db is not None
     unsent = tables.outbox.c.sent_at.is_(None)
     rows = await h.rows(select(tables.outbox.c.event_id, tables.outbox.c.headers).where(unsent))
-    await OutboxRelay(h.db, h.bus).relay_once()
+    relay = OutboxRelay(h.db, h.bus)
+    await relay.relay_once()
+    await relay.flush()  # published rows are marked sent a moment later: now
     return [r.event_id for r in rows if dict(r.headers).get(REPLAY_FOR)]
 
 
