@@ -5,6 +5,7 @@ came."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -84,17 +85,17 @@ async def test_rows_handed_over_are_published_at_once_without_a_poll(
     bus: Bus, db: Database
 ) -> None:
     # A poll a minute away: only the hand-over can publish them in time.
-    relay = OutboxRelay(db, bus, idle_poll_s=60)
+    relay = OutboxRelay(db, bus, idle_poll_s=3)
     stop = asyncio.Event()
     running = asyncio.create_task(relay.run(stop))
-    await asyncio.sleep(0.05)  # its first poll is done: the next is a minute away
+    await asyncio.sleep(0.05)  # its first poll is done: the next is 3 s away
     rows = await _queue(db, 3)
     await relay.committed(rows)
 
     async def three() -> bool:
         return len(await _published(bus)) == 3
 
-    await _until(three, 5)
+    assert await _until(three, 5) < 1.5, "published at once, not by the next poll"
     assert await _published(bus) == [b"saga-0", b"saga-1", b"saga-2"], "in commit order"
 
     async def marked() -> bool:
@@ -123,7 +124,7 @@ async def test_rows_nobody_handed_over_are_published_by_the_poll(bus: Bus, db: D
 
 async def test_a_row_polled_and_handed_over_is_published_once(bus: Bus, db: Database) -> None:
     rows = await _queue(db, 2)
-    relay = OutboxRelay(db, bus, idle_poll_s=60)
+    relay = OutboxRelay(db, bus, idle_poll_s=3)
     stop = asyncio.Event()
     running = asyncio.create_task(relay.run(stop))  # its first poll takes both rows
 
@@ -148,3 +149,30 @@ async def test_without_a_running_relay_rows_wait_for_a_poll(bus: Bus, db: Databa
     await relay.flush()
     assert await _published(bus) == [b"saga-0"]
     assert await _unsent(db) == 0
+
+
+async def test_rows_published_while_a_mark_runs_are_marked_too(bus: Bus, db: Database) -> None:
+    real = db.transaction
+
+    @contextlib.asynccontextmanager
+    async def slow() -> AsyncIterator[Any]:
+        async with real() as conn:
+            yield conn
+            await asyncio.sleep(0.3)  # a slow commit: the first mark is still running
+
+    relay = OutboxRelay(db, bus, idle_poll_s=3)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    await asyncio.sleep(0.05)
+    first, second = await _queue(db, 2)
+    db.transaction = slow  # type: ignore[method-assign]
+    await relay.committed([first])
+    await asyncio.sleep(0.2)  # published; its mark has begun
+    await relay.committed([second])  # published while that mark runs
+
+    async def marked() -> bool:
+        return await _unsent(db) == 0
+
+    await _until(marked, 3)
+    stop.set()
+    await running

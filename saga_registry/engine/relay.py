@@ -173,9 +173,11 @@ class OutboxRelay:
             self._marking = asyncio.create_task(self._mark_later(), name="relay.mark")
 
     async def _mark_later(self) -> None:
-        await asyncio.sleep(MARK_AFTER_S)
-        with contextlib.suppress(Exception):  # said by `flush`, and published again later
-            await self.flush()
+        # Until none is left: rows published while a flush runs join the next one.
+        while self._unmarked:
+            await asyncio.sleep(MARK_AFTER_S)
+            with contextlib.suppress(Exception):  # said by `flush`, published again later
+                await self.flush()
 
     async def flush(self) -> None:
         """Mark every published row sent now (before a stop), and release their claims."""
