@@ -90,7 +90,7 @@ async def test_rows_handed_over_are_published_at_once_without_a_poll(
     running = asyncio.create_task(relay.run(stop))
     await asyncio.sleep(0.05)  # its first poll is done: the next is 3 s away
     rows = await _queue(db, 3)
-    await relay.committed(rows)
+    relay.committed(rows)
 
     async def three() -> bool:
         return len(await _published(bus)) == 3
@@ -132,7 +132,7 @@ async def test_a_row_polled_and_handed_over_is_published_once(bus: Bus, db: Data
         return len(await _published(bus)) == 2
 
     await _until(two, 5)
-    await relay.committed(rows)  # then their writer hands them over: claimed already
+    relay.committed(rows)  # then their writer hands them over: claimed already
     await asyncio.sleep(0.3)
     stop.set()
     await running
@@ -143,7 +143,7 @@ async def test_a_row_polled_and_handed_over_is_published_once(bus: Bus, db: Data
 async def test_without_a_running_relay_rows_wait_for_a_poll(bus: Bus, db: Database) -> None:
     relay = OutboxRelay(db, bus)  # not running: a process that only starts sagas
     rows = await _queue(db, 1)
-    await relay.committed(rows)
+    relay.committed(rows)
     assert await _published(bus) == [], "left to the service's relay"
     assert await relay.relay_once() == 1, "a drain (saga start) publishes it"
     await relay.flush()
@@ -166,9 +166,9 @@ async def test_rows_published_while_a_mark_runs_are_marked_too(bus: Bus, db: Dat
     await asyncio.sleep(0.05)
     first, second = await _queue(db, 2)
     db.transaction = slow  # type: ignore[method-assign]
-    await relay.committed([first])
+    relay.committed([first])
     await asyncio.sleep(0.2)  # published; its mark has begun
-    await relay.committed([second])  # published while that mark runs
+    relay.committed([second])  # published while that mark runs
 
     async def marked() -> bool:
         return await _unsent(db) == 0

@@ -40,7 +40,7 @@ async def initiate(runner: ServiceRunner, event: Any, effects: Effects | None = 
         if effects is not None:
             await effects(conn)
         row = await runner.write_outbox(conn, env, time.time())
-    await runner.committed([row])
+    runner.committed([row])
     return env
 
 
@@ -99,5 +99,5 @@ async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = No
         if effects is not None:
             await effects(conn)
         queued = await runner.write_outbox(conn, env, time.time())
-    await runner.committed([queued])
+    runner.committed([queued])
     return env

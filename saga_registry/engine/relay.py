@@ -80,7 +80,7 @@ class OutboxRelay:
         """Published, not yet marked sent (`_mark`)."""
         self._marking: asyncio.Task[None] | None = None
 
-    async def committed(self, rows: Sequence[OutboxRow]) -> None:
+    def committed(self, rows: Sequence[OutboxRow]) -> None:
         """Have `rows`, just committed to the outbox, published at once, in commit order,
         by the running relay; returns without waiting for it. Where the relay does not
         run (a process that only starts sagas), this does nothing: the relay of the
@@ -140,7 +140,7 @@ class OutboxRelay:
         except BaseException:
             self._fresh[:0] = fresh  # in order, before anything handed over since
             raise
-        await self._mark([i for i, _ in fresh])
+        self._mark([i for i, _ in fresh])
 
     async def relay_once(self) -> int:
         """Publish one batch of the unsent rows nobody has claimed; returns how many."""
@@ -152,20 +152,15 @@ class OutboxRelay:
         if not polled:
             return 0
         self._claimed.update(i for i, _ in polled)
-        await self._publish(polled)
+        try:
+            await self.bus.publish([r for _, r in polled])
+        except BaseException:
+            self._claimed.difference_update(i for i, _ in polled)  # for a later poll
+            raise
+        self._mark([i for i, _ in polled])
         return len(polled)
 
-    async def _publish(self, records: Sequence[tuple[str, Record]]) -> None:
-        """Publish claimed `records`, then mark their rows sent; the claims are released
-        either way (unpublished, the rows wait for a later poll)."""
-        try:
-            await self.bus.publish([r for _, r in records])
-        except BaseException:
-            self._claimed.difference_update(i for i, _ in records)
-            raise
-        await self._mark([i for i, _ in records])
-
-    async def _mark(self, ids: list[str]) -> None:
+    def _mark(self, ids: list[str]) -> None:
         """Mark the published rows `ids` sent, MARK_AFTER_S later, together with those
         published meanwhile: one transaction for many publishes."""
         self._unmarked.extend(ids)

@@ -20,11 +20,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from saga_registry.engine import answers, tables
+from saga_registry.engine import answers, rows
 from saga_registry.engine.batch import NeedsOneByOne, apply_batch, apply_items
 from saga_registry.engine.bus import Bus, Delivery, Owner
 from saga_registry.engine.codec import EventCodec
@@ -88,7 +87,7 @@ class ServiceRunner:
         *,
         settings: RunnerSettings | None = None,
         metrics: Metrics | None = None,
-        on_committed: Callable[[Sequence[OutboxRow]], Awaitable[None]] | None = None,
+        on_committed: Callable[[Sequence[OutboxRow]], None] | None = None,
     ) -> None:
         self.registry = registry
         self.name: str = service.service_name
@@ -170,7 +169,7 @@ class ServiceRunner:
             else:
                 for outcome in outcomes:
                     self.metrics.inc(outcome, self.name)
-                await self._on_committed(emitted)
+                self._on_committed(emitted)
                 return len(needed)
         for delivery in needed:
             await self.handle(delivery)
@@ -207,7 +206,7 @@ class ServiceRunner:
                     (outcome,), emitted = await apply_items(
                         self, conn, [(delivery, envelope, event)], alone=True
                     )
-                await self._on_committed(emitted)
+                self._on_committed(emitted)
                 self.metrics.inc(outcome, self.name)
                 return outcome
             except asyncio.CancelledError:
@@ -280,10 +279,10 @@ class ServiceRunner:
         outside_reactions("answer()")
         return await answers.answer(self, event, effects)
 
-    async def committed(self, rows: Sequence[OutboxRow]) -> None:
+    def committed(self, emitted: Sequence[OutboxRow]) -> None:
         """Hand the outbox rows a transaction of this service just committed to the
         relay, to be published at once."""
-        await self._on_committed(rows)
+        self._on_committed(emitted)
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A transaction on the service's database (`ServiceBase.transaction`)."""
@@ -296,7 +295,7 @@ class ServiceRunner:
         """Queue `env` for the relay inside the caller's transaction; returns the row,
         to be handed to `committed` once the transaction commits."""
         row = self.outbox_row(env, now)
-        await conn.execute(_QUEUE, row)
+        await rows.insert_outbox(conn, [row])
         return row
 
     def outbox_row(self, env: Envelope, now: float) -> dict[str, Any]:
@@ -334,11 +333,8 @@ class ServiceRunner:
 # any broker's default message size limit.
 _KEEP_BYTES = 64 << 10
 
-# Built once: SQLAlchemy then reuses their compiled form without rebuilding a cache key.
-_QUEUE = insert(tables.outbox)
 
-
-async def _nothing_to_publish(rows: Sequence[OutboxRow]) -> None:
+def _nothing_to_publish(emitted: Sequence[OutboxRow]) -> None:
     """Without a relay, the outbox keeps the rows for whoever drains it."""
 
 

@@ -117,7 +117,7 @@ class DeadlineTimers:
                     timer.state,
                     deadline.emit,
                 )
-        await r.committed(emitted)
+        r.committed(emitted)
         fired = len(emitted)
         if fired:
             r.metrics.inc("deadlines_fired", r.name, fired)
