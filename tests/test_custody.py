@@ -19,6 +19,7 @@ from sqlalchemy import insert
 
 from saga_registry.engine.bus import Bus, TopicSpec
 from saga_registry.engine.buses import EmbeddedBus
+from saga_registry.engine.custody import claim
 from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.errors import DatabaseDamaged
 from saga_registry.engine.runner import ServiceRunner
@@ -216,3 +217,38 @@ def test_a_replica_on_its_own_database_stops_when_given_anothers_partitions(
                 proc.kill()
     assert survivor.returncode == 1, err
     assert "replicas of a service must share one database" in err.strip().splitlines()[-1]
+
+
+async def test_processes_starting_together_on_a_fresh_database_share_one_identity(
+    tmp_path: Path,
+) -> None:
+    """A service and a CLI command starting at once on a new database both find it without
+    an identity; the one that writes second must take the first's, not add its own (a
+    database with two identities refuses the next start as another replica's)."""
+    url = database_url(f"sqlite:///{tmp_path}/oms.db", "OMS")
+    db = Database(url)
+    await db.start()
+    other = sqlite3.connect(tmp_path / "oms.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the sibling process is in its own claim
+    other.execute(
+        "INSERT INTO saga_identity (id, service, created_at) VALUES ('sibling', 'OMS', 0)"
+    )
+
+    def commit_later() -> None:
+        time.sleep(0.5)
+        other.execute("COMMIT")
+
+    bus = EmbeddedBus(str(tmp_path / "bus.db"))
+    await bus.start()
+    try:
+        committer = asyncio.get_running_loop().run_in_executor(None, commit_later)
+        owner = await claim(db, bus, "OMS", "g.OMS", "events")
+        await committer
+    finally:
+        await bus.stop()
+        await db.stop()
+        other.close()
+    check = sqlite3.connect(tmp_path / "oms.db")
+    ids = [r[0] for r in check.execute("SELECT id FROM saga_identity")]
+    assert ids == ["sibling"]
+    assert owner.id == "sibling"

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine import rows, tables
 from saga_registry.engine.bus import Bus, Delivery, Owner, next_offsets
@@ -59,6 +60,7 @@ async def _claim(db: Database, bus: Bus, service: str, group: str, topic: str) -
     committed = await bus.committed(group, topic)
     where = _where(db)
     async with db.transaction() as conn:
+        await _lock_identity(conn)
         row = (await conn.execute(select(tables.identity))).first()
         marks: dict[int, int] = {
             r.log_partition: r.next_offset
@@ -119,6 +121,7 @@ async def adopt(db: Database, bus: Bus, service: str, group: str, topic: str) ->
     committed = await bus.committed(group, topic)
     owners = sorted({o for _, o in committed.values() if o})
     async with db.transaction() as conn:
+        await _lock_identity(conn)
         identity = await conn.scalar(select(tables.identity.c.id))
         if identity is None:
             identity = str(uuid.uuid4())
@@ -141,6 +144,18 @@ async def record_positions(db: Database, deliveries: Sequence[Delivery]) -> None
         return
     async with db.transaction() as conn:
         await rows.raise_marks(conn, nexts)
+
+
+async def _lock_identity(conn: AsyncConnection) -> None:
+    """Hold the database's write lock for the rest of the transaction, before the identity
+    is read: processes starting together on a new database (a service and a CLI command)
+    would otherwise each find none and each write its own."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("LOCK TABLE saga_identity IN EXCLUSIVE MODE")
+    else:
+        # SQLite has no table lock; any write takes the database's, even one that
+        # changes nothing (Python's sqlite3 opens the transaction at the first write).
+        await conn.exec_driver_sql("UPDATE saga_identity SET accepts = accepts")
 
 
 def _where(db: Database) -> str:
