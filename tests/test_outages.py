@@ -70,6 +70,9 @@ class _FlakySubscription(Subscription):
     async def close(self) -> None:
         await self.inner.close()
 
+    async def lag(self) -> dict[tuple[str, int], int]:
+        return await self.inner.lag()
+
 
 async def test_runner_and_relay_survive_a_failed_commit_and_publish(tmp_path: Path) -> None:
     registry = fresh_registry()

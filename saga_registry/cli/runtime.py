@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from saga_registry.cli import logs
 from saga_registry.cli.options import (
     bus_option,
     db_option,
@@ -58,7 +59,36 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     envvar="SAGA_ALLOW_STUBS",
     help="Run even if reactions are still the generated stub (raise NotImplementedError).",
 )
-@click.option("--log-level", default="INFO", envvar="SAGA_LOG_LEVEL", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(logs.LEVELS, case_sensitive=False),
+    default="INFO",
+    envvar="SAGA_LOG_LEVEL",
+    show_default=True,
+    help="DEBUG logs a line per delivery (service, saga, event, outcome).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS),
+    default="text",
+    envvar="SAGA_LOG_FORMAT",
+    show_default=True,
+    help="json: one JSON object per line, the delivery's fields as keys.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="SAGA_METRICS_PORT",
+    help="Serve Prometheus metrics at http://ADDRESS:PORT/metrics (0: any free port).",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    envvar="SAGA_METRICS_ADDRESS",
+    show_default=True,
+    help="The address the metrics endpoint listens on (0.0.0.0 for every interface).",
+)
 @click.option(
     "--wait-for-bus",
     "wait_s",
@@ -123,6 +153,9 @@ def run(
     options: tuple[str, ...],
     allow_stubs: bool,
     log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_address: str,
     wait_s: float,
     dedupe_window: float,
     log_retention: float,
@@ -131,9 +164,7 @@ def run(
     prune_every: float,
 ) -> None:
     """Run SERVICES (all of the registry's if none) until SIGINT or SIGTERM."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(log_level, log_format)
     if len(services) != 1 and "{service}" not in db and not db.startswith("sqlite:///:memory"):
         fail(f"--db {db!r} has no {{service}}: each service owns its own database")
     # The services' code lives in the project the command runs in.
@@ -153,6 +184,8 @@ def run(
         kafka=kafka,
         options=tuple(pairs),
         allow_stubs=allow_stubs,
+        metrics_port=metrics_port,
+        metrics_address=metrics_address,
         retention=RetentionSettings(
             dedupe_window_s=dedupe_window,
             sent_outbox_s=sent_outbox_retention,
@@ -210,6 +243,9 @@ async def _run(settings: Settings, wait_s: float) -> None:
         kafka_log.setLevel(logging.WARNING)
         names = ", ".join(s.runner.name for s in app.services)
         click.echo(f"saga run: {names} on {settings.bus} (Ctrl-C to stop)", err=True)
+        if app.metrics_server is not None:
+            where = f"http://{settings.metrics_address}:{app.metrics_server.port}/metrics"
+            click.echo(f"saga run: metrics on {where}", err=True)
         await app.run(stop)
         click.echo("saga run: stopped cleanly", err=True)
     finally:

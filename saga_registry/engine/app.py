@@ -9,6 +9,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from saga_registry.engine import retention
 from saga_registry.engine.bus import Bus
@@ -28,6 +29,9 @@ from saga_registry.engine.timers import DeadlineTimers
 from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.errors import problem_line
 from saga_registry.registry.model import Registry
+
+if TYPE_CHECKING:
+    from saga_registry.engine.prometheus import MetricsServer
 
 log = logging.getLogger("saga.app")
 
@@ -54,6 +58,8 @@ class Application:
         self.bus = bus
         self.metrics = Metrics()
         self.services: list[RunningService] = []
+        self.metrics_server: MetricsServer | None = None
+        """The Prometheus endpoint, once started (`Settings.metrics_port`)."""
 
     async def start(self) -> None:
         """Load, check and connect everything; raises an `EngineError` on a user mistake,
@@ -96,6 +102,21 @@ class Application:
             self.services.append(RunningService(service, runner, relay, DeadlineTimers(runner), db))
             runner.codec.keyring = keyring
             runner.owner = await claim(db, self.bus, name, runner.group, runner.topic)
+        if self.settings.metrics_port is not None:
+            self._serve_metrics(self.settings.metrics_address, self.settings.metrics_port)
+
+    def _serve_metrics(self, host: str, port: int) -> None:
+        # Imported here: without metrics, prometheus_client is never loaded.
+        from saga_registry.engine import prometheus
+
+        try:
+            server = prometheus.serve([(s.runner, s.db) for s in self.services], host, port)
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {why}") from None
+        self.metrics_server = server
+        self.metrics.observer = server.observer
+        log.info("metrics on http://%s:%d/metrics", host, server.port)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every part until `stop` is set; one part failing stops all of them.
@@ -143,7 +164,10 @@ class Application:
         await _finish(stop, workers, relays, started, drain)
 
     async def stop(self) -> None:
-        """Close databases and the bus; idempotent."""
+        """Close databases and the bus, and the metrics endpoint; idempotent."""
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
         for s in self.services:
             if isinstance(s.service, ServiceBase):
                 s.service.bind_runtime(None)

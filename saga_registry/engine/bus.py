@@ -105,6 +105,11 @@ class Subscription(abc.ABC):
     async def close(self) -> None:
         """Leave the group; uncommitted deliveries will be delivered again."""
 
+    @abc.abstractmethod
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition) this subscription reads: how many records are in the
+        log past the last one it handed out."""
+
 
 class Bus(abc.ABC):
     """A durable, partitioned log of records."""

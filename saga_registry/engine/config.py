@@ -32,3 +32,7 @@ class Settings:
     its `options` is refused at start."""
     allow_stubs: bool = False
     """Run services whose reactions are still the generated stub (refused otherwise)."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port (0: any free one); None: not served."""
+    metrics_address: str = "127.0.0.1"
+    """The address the metrics endpoint listens on."""

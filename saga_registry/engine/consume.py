@@ -49,6 +49,7 @@ async def consume(runner: ServiceRunner, stop: asyncio.Event) -> None:
         committing: asyncio.Task[None] | None = None
         try:
             subscription = await runner.bus.subscribe(runner.group, [runner.topic], runner.owner)
+            runner.subscription = subscription
             # Deliveries passed unread, not committed yet: a batch of nothing but events
             # outside the service's projection waits to be committed with a later one (or
             # PASSED_COMMIT_S later), so that a service which needs few of the topic's
@@ -106,6 +107,7 @@ async def consume(runner: ServiceRunner, stop: asyncio.Event) -> None:
                 elif not committing.cancelled():
                     committing.exception()
             if subscription is not None:
+                runner.subscription = None
                 with contextlib.suppress(Exception):
                     await subscription.close()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine import answers, rows
 from saga_registry.engine.batch import NeedsOneByOne, apply_batch, apply_items
-from saga_registry.engine.bus import Bus, Delivery, Owner
+from saga_registry.engine.bus import Bus, Delivery, Owner, Subscription
 from saga_registry.engine.codec import EventCodec
 from saga_registry.engine.consume import consume, stop_if_damaged
 from saga_registry.engine.custody import group_name, record_positions
@@ -118,6 +119,8 @@ class ServiceRunner:
         )
         """How deliveries become events and emitted events records."""
         self.source = self.codec.source
+        self.subscription: Subscription | None = None
+        """The consumer's subscription while it has one (for its lag, `engine.prometheus`)."""
         self.owner: Owner | None = None
         """The database as the owner of the group's offsets (`custody`), if checked."""
         # Generated bases subclass ServiceBase; a class written by hand may not, and
@@ -150,7 +153,9 @@ class ServiceRunner:
         What the transactions emitted is handed to the relay once they commit."""
         needed = [d for d in batch if self.needs(d)]
         if len(needed) < len(batch):
-            self.metrics.inc("unneeded", self.name, len(batch) - len(needed))
+            self.metrics.delivered(
+                self.name, ((d, "unneeded") for d in batch if not self.needs(d)), time.time()
+            )
         if not needed:
             return 0
         if self.settings.batch_transactions and len(needed) > 1:
@@ -167,9 +172,8 @@ class ServiceRunner:
                     "%s: batch of %d falls back to one by one: %s", self.name, len(needed), exc
                 )
             else:
-                for outcome in outcomes:
-                    self.metrics.inc(outcome, self.name)
                 self._on_committed(emitted)
+                self.metrics.delivered(self.name, zip(needed, outcomes, strict=True), time.time())
                 return len(needed)
         for delivery in needed:
             await self.handle(delivery)
@@ -180,12 +184,16 @@ class ServiceRunner:
         """Handle one delivery; returns what happened (applied, duplicate, skipped, dead,
         unneeded: outside the projection, passed: a replayed copy of another service's
         dead letter)."""
-        if not self.needs(delivery):
-            self.metrics.inc("unneeded", self.name)
-            return "unneeded"
-        if passes_by(delivery, self.name):
-            self.metrics.inc("passed", self.name)
-            return "passed"
+        passing = (
+            "unneeded"
+            if not self.needs(delivery)
+            else "passed"
+            if passes_by(delivery, self.name)
+            else None
+        )
+        if passing is not None:
+            self.metrics.delivered(self.name, [(delivery, passing)], time.time())
+            return passing
         size = delivery.record.size()
         if size > self.settings.max_record_bytes:
             too_large = BadEnvelope(
@@ -207,7 +215,7 @@ class ServiceRunner:
                         self, conn, [(delivery, envelope, event)], alone=True
                     )
                 self._on_committed(emitted)
-                self.metrics.inc(outcome, self.name)
+                self.metrics.delivered(self.name, [(delivery, outcome)], time.time())
                 return outcome
             except asyncio.CancelledError:
                 raise
@@ -239,7 +247,7 @@ class ServiceRunner:
                 delay = min(
                     self.settings.backoff_s * 2 ** (attempt - 1), self.settings.backoff_max_s
                 )
-                self.metrics.inc("retried", self.name)
+                self.metrics.inc("retried", self.name, event_type=envelope.type)
                 await asyncio.sleep(delay)
 
     @property
@@ -265,8 +273,11 @@ class ServiceRunner:
         state = step.target or step.source
         deadlines = tuple(d for _, d in self.machine.deadlines_in(state))
         context = DeliveryContext(env.saga_id, env.id, self.name, conn, state, deadlines)
+        started = time.perf_counter() if self.metrics.timed else 0.0
         with inside_reaction(f"{self.name}'s reaction to {env.type}"):
             emitted = await handler(event, context)
+        if started:
+            self.metrics.reaction(self.name, env.type, time.perf_counter() - started)
         return self.codec.emitted_envelope(env, emitted)
 
     async def initiate(self, event: Any, effects: Effects | None = None) -> Envelope:
@@ -326,7 +337,7 @@ class ServiceRunner:
             delivery, self.dead_letter_topic, self.name, exc, attempts, keep_bytes=keep_bytes
         )
         await self.bus.publish([record])
-        self.metrics.inc("dead_lettered", self.name)
+        self.metrics.delivered(self.name, [(delivery, "dead_lettered")], time.time())
 
 
 # What a dead-lettered oversized record keeps: enough to see what it was, small enough for

@@ -101,6 +101,23 @@ class EmbeddedSubscription(Subscription):
             )
         )
 
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Per partition read so far: records past the read position."""
+        places = dict(self._positions)
+
+        def ends(conn: sqlite3.Connection) -> dict[tuple[str, int], int]:
+            return {
+                place: conn.execute(
+                    'SELECT COALESCE(MAX("offset") + 1, 0) FROM records'
+                    ' WHERE topic = ? AND "partition" = ?',
+                    place,
+                ).fetchone()[0]
+                for place in places
+            }
+
+        end = await self._bus._read(ends)
+        return {place: max(0, end[place] - at) for place, at in places.items()}
+
     async def close(self) -> None:
         """Forget the read position; uncommitted deliveries come again to the next one."""
         self._closed = True

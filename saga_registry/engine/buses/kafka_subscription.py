@@ -67,6 +67,17 @@ class KafkaSubscription(Subscription):
         await self._check_owners()
         return [delivery_of(message) for messages in batches.values() for message in messages]
 
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition: its end offset minus the next offset to hand out."""
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        ends = await self._consumer.end_offsets(assigned)
+        return {
+            (tp.topic, tp.partition): max(0, ends[tp] - await self._consumer.position(tp))
+            for tp in assigned
+        }
+
     async def _check_owners(self) -> None:
         """Before anything of partitions newly given to this member is handed out: raise
         `DatabaseMismatch` if another database committed their offsets (a replica on a
