@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import sqlite3
@@ -19,6 +20,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from saga_registry.registry import load_registry
+from tests.helpers import ROOT
 from tests.test_saga_run import bus_url, make_project, place, start, wait_terminal
 
 __all__ = ["bus_url"]  # the fixture, imported for its use here
@@ -49,6 +51,13 @@ def scrape(port: int) -> Samples:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def families(port: int) -> set[str]:
+    """The metric families served (those with no sample yet too)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
 
 
 def series(samples: Samples, name: str, **labels: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -107,6 +116,13 @@ def test_metrics_of_a_run_agree_with_the_databases(tmp_path: Path, bus_url: str)
         last = reg.services[-1].name
         by_state = series(samples, "saga_sagas", service=last)
         assert sum(v for k, v in by_state.items() if dict(k)["state"] in terminal) == 5
+        # The Grafana dashboard in docs/ asks only for series a service serves.
+        dashboard = (ROOT / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8")
+        asked = {
+            re.sub(r"_(bucket|count|sum)$", "", name)
+            for name in re.findall(r"\bsaga_[a-z_]+", dashboard)
+        } - {"saga_registry"}
+        assert asked and asked <= families(port), asked
     finally:
         if proc.poll() is None:
             stop(proc)

@@ -20,6 +20,7 @@ from saga_registry.cli.ops import sagas, trace
 from saga_registry.cli.options import package_option
 from saga_registry.cli.runtime import run
 from saga_registry.cli.start import start
+from saga_registry.cli.ui import ui
 from saga_registry.registry import CodegenError, RegistryInvalid, load_registry
 from saga_registry.registry.errors import RegistryNotFound, problem_line
 from saga_registry.registry.model import Registry
@@ -178,6 +179,7 @@ main.add_command(db_group)
 main.add_command(start)
 main.add_command(sagas)
 main.add_command(trace)
+main.add_command(ui)
 
 
 def _add_project_commands(package: str = "handlers") -> None:

@@ -4,6 +4,9 @@ the graphviz library quotes every label."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import graphviz
 
 from saga_registry.registry.model import EVENT_KINDS, Registry
@@ -41,8 +44,12 @@ def _legend(g: graphviz.Digraph) -> None:
             legend.node(f"legend_{kind}", kind, shape="plaintext", fontcolor=KIND_COLOURS[kind])
 
 
-def choreography(registry: Registry, comment: str) -> str:
-    """Services as nodes, every event as labelled edges from its producer to each consumer."""
+def choreography(
+    registry: Registry, comment: str, counts: Mapping[tuple[str, str], int] | None = None
+) -> str:
+    """Services as nodes, every event as labelled edges from its producer to each consumer.
+    With `counts` (by (event, consumer); consumer `""` for an event that ends the saga),
+    each edge's label says how many went that way (a live view's)."""
     g = _graph("choreography", comment)
     g.attr(label=f"{registry.title}: choreography")
     for s in registry.services:
@@ -65,7 +72,7 @@ def choreography(registry: Registry, comment: str) -> str:
             g.edge(
                 e.producer,
                 consumer,
-                label=label,
+                label=_counted(label, counts, (e.name, consumer)),
                 color=colour,
                 fontcolor=colour,
                 tooltip=e.stage_en,
@@ -75,7 +82,7 @@ def choreography(registry: Registry, comment: str) -> str:
             g.edge(
                 e.producer,
                 "__end__",
-                label=label,
+                label=_counted(label, counts, (e.name, "")),
                 color=colour,
                 fontcolor=colour,
                 tooltip=e.stage_en,
@@ -86,8 +93,13 @@ def choreography(registry: Registry, comment: str) -> str:
     return _source(g, edges)
 
 
-def state_machine(registry: Registry, comment: str) -> str:
-    """States, transitions labelled with their events, terminal states and deadlines."""
+def _counted(label: str, counts: Mapping[Any, int] | None, key: Any) -> str:
+    return label if counts is None else f"{label}\n{counts.get(key, 0):,}"
+
+
+def state_machine(registry: Registry, comment: str, counts: Mapping[str, int] | None = None) -> str:
+    """States, transitions labelled with their events, terminal states and deadlines. With
+    `counts` (sagas by state), each state says how many sagas are in it."""
     sm = registry.state_machine
     kinds = {e.name: e.kind for e in registry.events}
     g = _graph("state_machine", comment)
@@ -98,7 +110,7 @@ def state_machine(registry: Registry, comment: str) -> str:
         fill = {"success": "#e8f5e9", "failure": "#ffebee"}.get(s.outcome or "", "white")
         g.node(
             s.name,
-            s.name,
+            _counted(s.name, counts, s.name),
             shape=shape,
             style="filled",
             fillcolor=fill,

@@ -333,6 +333,45 @@ def _replayed_for(
     return sorted(here)
 
 
+def trace_doc(reg: Registry, t: Trace) -> dict[str, Any]:
+    """`t` as JSON-ready data (`saga trace --json`, `saga ui`)."""
+    services = [s.name for s in reg.services]
+    return {
+        "saga_id": t.saga_id,
+        "state": t.state,
+        "outcome": reg.state_machine.state(t.state).outcome,
+        "events": [
+            {
+                "partition": r.partition,
+                "offset": r.offset,
+                "event_id": r.event_id,
+                "event_type": r.event_type,
+                "producer": r.producer,
+                "before": r.before,
+                "after": r.after,
+                "note": r.note,
+                "at": r.at,
+                "actions": {
+                    s: {"action": r.actions[s].what, "detail": r.actions[s].detail}
+                    for s in services
+                },
+            }
+            for r in t.rows
+        ],
+        "pending": [
+            {
+                "service": p.service,
+                "event_id": p.event_id,
+                "event_type": p.event_type,
+                "created_at": p.created_at,
+                "sent": p.sent,
+            }
+            for p in t.pending
+        ],
+        "path": t.visited,
+    }
+
+
 def path_dot(reg: Registry, t: Trace) -> str:
     """The registry's state machine with the path `t` took drawn over it: visited states
     and taken transitions (numbered in order) highlighted, the rest grey. Every name
