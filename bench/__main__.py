@@ -53,11 +53,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--registry", type=Path, default=ROOT / "registry" / "saga.yaml")
     p.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per phase")
-    p.add_argument("--keep", action="store_true", help="keep the databases and logs")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the databases and logs (and, on Kafka, the run's topics)",
+    )
+    p.add_argument(
+        "--metrics",
+        action="store_true",
+        help="the services serve Prometheus metrics (on a free port), to measure their cost",
+    )
     return p
 
 
 async def _bench(args: argparse.Namespace, state: Path) -> dict[str, Any]:
+    load_before = [round(x, 2) for x in os.getloadavg()]
     run_id = uuid.uuid4().hex[:8]
     registry_path, registry = fresh_registry(args.registry, run_id, state)
     path = happy_path(registry)
@@ -71,18 +81,23 @@ async def _bench(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         file=sys.stderr,
     )
     if args.bus == "embedded":
-        engine = await run_embedded(registry, registry_path, state, load)
+        engine = await run_embedded(registry, registry_path, state, load, args.metrics)
         print("  engine done; baseline (bare relay chain)...", file=sys.stderr)
         base = await baseline.run_embedded(
             state / "baseline.db", topic, partitions, path, args.sagas, warmup, args.timeout
         )
     else:
-        engine = await run_kafka(registry, registry_path, state, args.bootstrap, load)
+        engine = await run_kafka(registry, registry_path, state, args.bootstrap, load, args.metrics)
         print("  engine done; baseline (bare relay chain)...", file=sys.stderr)
         base = await baseline.run_kafka(
             args.bootstrap, topic, partitions, path, args.sagas, max(warmup, 1), args.timeout
         )
-    return figures(args.bus, args.rate, warmup, path, engine, base)
+        if not args.keep:
+            names = [registry.events_topic.name, registry.dead_letter_topic.name, topic]
+            await baseline.delete_topics(args.bootstrap, names)
+    doc = figures(args.bus, args.rate, warmup, path, engine, base)
+    doc["machine"]["load_avg_before_1_5_15"] = load_before
+    return {**doc, "metrics": args.metrics, "run_id": run_id}
 
 
 def main(argv: list[str] | None = None) -> None:

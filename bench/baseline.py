@@ -249,6 +249,22 @@ def _kafka_hop_process(bootstrap: str, topic: str, group: str, got: str, emit: s
     asyncio.run(_kafka_hop(bootstrap, topic, group, got, emit))
 
 
+async def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
+    """Delete a run's topics from the broker (a shared broker would otherwise keep every
+    run's partitions: thousands of them slow it down and, in the end, exhaust its memory)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        mine = [t for t in topics if t in existing]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
 async def run_kafka(
     bootstrap: str,
     topic: str,

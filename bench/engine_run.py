@@ -72,14 +72,16 @@ def inbox_rows(registry: Registry, state: Path) -> dict[str, int]:
 
 
 async def run_embedded(
-    registry: Registry, registry_path: Path, state: Path, load: Load
+    registry: Registry, registry_path: Path, state: Path, load: Load, metrics: bool = False
 ) -> EngineResult:
-    """Every service in this process on an embedded log in `state`."""
+    """Every service in this process on an embedded log in `state` (serving Prometheus
+    metrics if `metrics`)."""
     settings = Settings(
         registry=str(registry_path),
         bus=f"embedded:{state}/bus.db",
         db=f"sqlite:///{state}/{{service}}.db",
         runner=RunnerSettings(poll_timeout_s=0.05),
+        metrics_port=0 if metrics else None,
     )
     app = Application(settings, registry=registry)
     stop = asyncio.Event()
@@ -110,9 +112,15 @@ async def run_embedded(
 
 
 async def run_kafka(
-    registry: Registry, registry_path: Path, state: Path, bootstrap: str, load: Load
+    registry: Registry,
+    registry_path: Path,
+    state: Path,
+    bootstrap: str,
+    load: Load,
+    metrics: bool = False,
 ) -> EngineResult:
-    """Each service in its own OS process on Kafka at `bootstrap`; logs go to `state`."""
+    """Each service in its own OS process on Kafka at `bootstrap` (serving Prometheus
+    metrics if `metrics`); logs go to `state`."""
     bus = f"kafka://{bootstrap}"
     db = f"sqlite:///{state}/{{service}}.db"
     # The driver's own view: OMS to place orders, OrderHistory to see them end, Inventory
@@ -132,7 +140,8 @@ async def run_kafka(
         await app.start()
         shop = Shop(app)
         await shop.seed(CUSTOMERS)
-        procs.update(start_services(registry, registry_path, bus, db, state, logs))
+        served = {"SAGA_METRICS_PORT": "0"} if metrics else None
+        procs.update(start_services(registry, registry_path, bus, db, state, logs, env=served))
 
         def check() -> None:
             for name, proc in procs.items():

@@ -24,11 +24,12 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from saga_registry.codegen import write
+from saga_registry.codegen.diagrams import KIND_COLOURS, saga_path
 from saga_registry.engine import inspect, tables
 from saga_registry.engine.buses import EmbeddedBus
 from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.envelope import Envelope
-from saga_registry.engine.trace import Trace, build_trace, path_dot
+from saga_registry.engine.trace import Trace, build_trace
 from saga_registry.registry import Registry, load_registry
 from saga_registry.registry.projection import project as projections_of
 from tests.autoreact import payload
@@ -533,7 +534,7 @@ def test_status_of_a_saga_past_its_deadline_is_stuck() -> None:
     assert inspect.status(parked, terminal, 0.5, now) == "parked"
 
 
-def test_path_dot_quotes_any_saga_id(dot_installed: None) -> None:
+def test_saga_path_quotes_any_saga_id_and_colours_the_steps_by_kind(dot_installed: None) -> None:
     reg = load_registry(TRIP)
     trace = Trace(
         saga_id='a"b\\',
@@ -545,8 +546,10 @@ def test_path_dot_quotes_any_saga_id(dot_installed: None) -> None:
             ("requested", "FlightBookingFailed", "flight_failed"),
         ],
     )
-    source = path_dot(reg, trace)
+    source = saga_path(reg, trace.saga_id, trace.state, trace.visited, trace.taken)
     assert '"1. TripRequested"' in source and '"2. FlightBookingFailed"' in source
+    # The steps taken wear their event's kind, as in the registry's own diagrams.
+    assert f'label="2. FlightBookingFailed" color="{KIND_COLOURS["failure"]}"' in source
     done = subprocess.run(
         ["dot", "-Tsvg"], input=source, capture_output=True, text=True, timeout=60
     )

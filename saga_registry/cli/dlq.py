@@ -1,19 +1,10 @@
-"""`saga dlq list` and `saga dlq replay`: read the dead-letter topic, put letters back.
-
-A replay publishes, for each chosen letter in its order, a copy on the events topic meant
-for the one service whose letter it is (header `saga_replay_for`: the other services let
-it pass) and naming the events of the same saga whose copies follow it (header
-`saga_replay_then`, see `engine.parking`), then a marker on the dead-letter topic naming
-the letter's place and the time (header `saga_replay_marker`). A later replay leaves
-marked letters out unless `--again`; `list` shows each letter's last replay. Copies go
-first: a replay cut short between the two leaves a letter unmarked (replayed again next
-time, a copy its service drops by its id) rather than marked but never put back."""
+"""`saga dlq list` and `saga dlq replay`: read the dead-letter topic, put letters back
+(`saga_registry.engine.replay` says how; `list` shows each letter's last replay)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 import click
 
@@ -24,19 +15,16 @@ from saga_registry.cli.options import (
     registry_option,
     registry_or_fail,
 )
-from saga_registry.engine.bus import Bus, Delivery, Record
+from saga_registry.engine.bus import Bus, Delivery
 from saga_registry.engine.buses import KafkaOptions, bus_from_url
 from saga_registry.engine.deadletter import (
-    TRUNCATED,
     DeadLetter,
-    is_marker,
     letters,
-    marker_record,
     one_line,
-    replay_record,
     replays,
 )
 from saga_registry.engine.errors import EngineError
+from saga_registry.engine.replay import Replayed, replay
 from saga_registry.registry.names import did_you_mean
 
 
@@ -131,40 +119,20 @@ def dlq_replay(
             f"unknown service {service!r}{did_you_mean(service, names)}; the registry has "
             f"{', '.join(names)}"
         )
-    topic, dead_topic = reg.events_topic.name, reg.dead_letter_topic.name
     b = _bus(bus, kafka)
 
-    async def go() -> tuple[list[Delivery], int, int]:
+    async def go() -> Replayed:
         async with b as live:
-            deliveries = await live.read_all(dead_topic)
-            done = replays(deliveries)
-            chosen = [d for d in deliveries if not is_marker(d) and _wanted(d, service, saga_id)]
-            what = _selection(service, saga_id)
-            if what and not chosen:
-                raise _Nothing(f"no dead letter of {what} in {dead_topic}")
-            fresh = [d for d in chosen if again or (d.partition, d.offset) not in done]
-            if what and not fresh:
-                raise _Nothing(
-                    f"every dead letter of {what} in {dead_topic} ({len(chosen)}) was "
-                    "replayed before; --again replays them again"
-                )
-            fresh.sort(key=lambda d: (d.partition, d.offset))
-            # An oversized record kept only its start: replaying it would only
-            # dead-letter it again.
-            cut = [d for d in fresh if d.record.header(TRUNCATED) is not None]
-            fresh = [d for d in fresh if d.record.header(TRUNCATED) is None]
-            if not dry_run and fresh:
-                await live.publish(_copies(fresh, topic))
-                now = time.time()
-                await live.publish([marker_record(d, dead_topic, now) for d in fresh])
-            return fresh, len(cut), len(chosen) - len(fresh) - len(cut)
+            return await replay(
+                live, reg, service=service, saga_id=saga_id, again=again, dry_run=dry_run
+            )
 
     try:
-        fresh, cut, before = asyncio.run(go())
-    except _Nothing as exc:
+        done = asyncio.run(go())
+    except EngineError as exc:  # NothingToReplay included
         fail(str(exc))
-    except EngineError as exc:
-        fail(str(exc))
+    fresh, cut, before = done.letters, done.truncated, done.before
+    topic, dead_topic = done.events_topic, done.dead_letter_topic
     if cut:
         click.echo(f"not replayed: {cut} truncated oversized record(s)", err=True)
     if dry_run:
@@ -177,43 +145,6 @@ def dlq_replay(
     verb = "would replay" if dry_run else "replayed"
     rest = f" ({before} replayed before: --again replays them again)" if before else ""
     click.echo(f"{verb} {len(fresh)} record(s) from {dead_topic} onto {topic}{rest}")
-
-
-def _copies(letters: Sequence[Delivery], topic: str) -> list[Record]:
-    """The copies of `letters` (in order) for `topic`, each naming the events of the same
-    saga and service whose copies follow it."""
-    later: dict[tuple[str, str], list[str]] = {}
-    thens: list[list[str]] = []
-    for d in reversed(letters):
-        x = DeadLetter.of(d)
-        after = later.setdefault((x.service, x.saga_id), [])
-        thens.append(list(reversed(after)))
-        if x.event_id:
-            after.append(x.event_id)
-    return [
-        replay_record(d.record, topic, f"{d.partition}/{d.offset}", then)
-        for d, then in zip(letters, reversed(thens), strict=True)
-    ]
-
-
-class _Nothing(Exception):
-    """The selection chose nothing to replay."""
-
-
-def _wanted(d: Delivery, service: str | None, saga_id: str | None) -> bool:
-    letter = DeadLetter.of(d)
-    return (service is None or letter.service == service) and (
-        saga_id is None or letter.saga_id == saga_id
-    )
-
-
-def _selection(service: str | None, saga_id: str | None) -> str:
-    """The words naming what --service and --saga chose ("" for everything)."""
-    parts: Sequence[str] = [
-        *([f"service {service}"] if service is not None else []),
-        *([f"saga {saga_id!r}"] if saga_id is not None else []),
-    ]
-    return " and ".join(parts)
 
 
 __all__ = ["dlq"]

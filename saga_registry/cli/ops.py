@@ -10,9 +10,7 @@ import logging
 import shutil
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -27,13 +25,14 @@ from saga_registry.cli.options import (
 from saga_registry.engine import inspect
 from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
 from saga_registry.engine.errors import EngineError
+from saga_registry.engine.listing import listing
 from saga_registry.engine.trace import (
     PASSED,
     Letter,
     Trace,
     build_trace,
     letters_of,
-    path_dot,
+    trace_doc,
 )
 from saga_registry.registry.model import Registry
 
@@ -97,51 +96,14 @@ def sagas(
     _notes(notes)
     if len(notes) == len(reg.services):
         fail(f"no service database could be read under --db {db}")
-    terminal = frozenset(sm.terminal_states)
-    outcomes = {s.name: s.outcome for s in sm.states}
     now = time.time()
-    rows = []
-    for v in views:
-        st = inspect.status(v, terminal, stuck_for, now)
-        out = outcomes.get(v.state) if st == "ended" else None
-        # A registry state of that name wins over a status (`ended` could be both).
-        if state_filter is not None and state_filter != (v.state if state_filter in names else st):
-            continue
-        if outcome is not None and out != outcome:
-            continue
-        rows.append((v, st, out))
-    rows.sort(key=lambda r: (-r[0].updated_at, r[0].saga_id))
-    by_status = Counter(st for _, st, _ in rows)
-    by_state = Counter(v.state for v, _, _ in rows)
-    by_outcome = Counter(out for _, _, out in rows if out)
-    shown = rows[:limit]
+    listed = listing(reg, views, state=state_filter, outcome=outcome, stuck_for=stuck_for, now=now)
     if as_json:
-        doc = {
-            "total": len(rows),
-            "shown": len(shown),
-            "counts": {
-                "status": {s: by_status.get(s, 0) for s in inspect.STATUSES},
-                "state": dict(sorted(by_state.items())),
-                "outcome": dict(sorted(by_outcome.items())),
-            },
-            "sagas": [
-                {
-                    "saga_id": v.saga_id,
-                    "state": v.state,
-                    "status": st,
-                    "outcome": out,
-                    "started_at": v.started_at,
-                    "updated_at": v.updated_at,
-                    "due_at": v.due_at,
-                    "correlation_id": v.correlation_id,
-                    "seen_by": v.seen_by,
-                    "views": dict(v.views),
-                }
-                for v, st, out in shown
-            ],
-        }
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(json.dumps(listed.doc(limit), indent=2))
         return
+    by_status, by_state, by_outcome = listed.by_status, listed.by_state, listed.by_outcome
+    rows = [(r.view, r.status, r.outcome) for r in listed.rows]
+    shown = rows[:limit]
     ended = by_status.get("ended", 0)
     split = ", ".join(f"{n} {o}" for o, n in sorted(by_outcome.items()))
     click.echo(
@@ -231,11 +193,13 @@ def trace(
     t = build_trace(reg, saga_id, records, letters)
     services = [s.name for s in reg.services]
     if as_json:
-        click.echo(json.dumps(_trace_doc(reg, t, services), indent=2))
+        click.echo(json.dumps(trace_doc(reg, t), indent=2))
     else:
         _print_trace(reg, t, services)
     if dot_path or svg_path:
-        source = path_dot(reg, t)
+        from saga_registry.codegen.diagrams import saga_path  # graphviz: only when drawing
+
+        source = saga_path(reg, t.saga_id, t.state, t.visited, t.taken)
         if dot_path:
             _write(Path(dot_path), source)
         if svg_path:
@@ -257,44 +221,6 @@ async def _letters(
     except EngineError as exc:
         return [], f"dead-letter topic not read: {exc}"
     return letters_of(deliveries, saga_id, reg.events_topic.name), ""
-
-
-def _trace_doc(reg: Registry, t: Trace, services: list[str]) -> dict[str, Any]:
-    outcome = reg.state_machine.state(t.state).outcome
-    return {
-        "saga_id": t.saga_id,
-        "state": t.state,
-        "outcome": outcome,
-        "events": [
-            {
-                "partition": r.partition,
-                "offset": r.offset,
-                "event_id": r.event_id,
-                "event_type": r.event_type,
-                "producer": r.producer,
-                "before": r.before,
-                "after": r.after,
-                "note": r.note,
-                "at": r.at,
-                "actions": {
-                    s: {"action": r.actions[s].what, "detail": r.actions[s].detail}
-                    for s in services
-                },
-            }
-            for r in t.rows
-        ],
-        "pending": [
-            {
-                "service": p.service,
-                "event_id": p.event_id,
-                "event_type": p.event_type,
-                "created_at": p.created_at,
-                "sent": p.sent,
-            }
-            for p in t.pending
-        ],
-        "path": t.visited,
-    }
 
 
 def _print_trace(reg: Registry, t: Trace, services: list[str]) -> None:

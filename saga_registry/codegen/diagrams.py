@@ -4,7 +4,7 @@ the graphviz library quotes every label."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import graphviz
@@ -134,6 +134,60 @@ def state_machine(registry: Registry, comment: str, counts: Mapping[str, int] | 
         g.edge(d.state, timer, style="dashed", color="#777777", arrowhead="none")
     _legend(g)
     return _source(g, len(sm.edges()) + len(sm.deadlines))
+
+
+def saga_path(
+    registry: Registry,
+    saga_id: str,
+    state: str,
+    visited: Sequence[str],
+    taken: Sequence[tuple[str, str, str]],
+) -> str:
+    """The state machine with one saga's path drawn over it (`saga trace --dot`, `saga
+    ui`): the states it visited filled, `state` (where it is) drawn bold, the transitions it
+    took numbered in order and coloured by their event's kind, the rest grey. The saga id
+    may hold anything: it reaches DOT escaped by hand (backslashes, line breaks) and as
+    `nohtml`, so that an id like `<b>` is not read as an HTML label; quotes are graphviz's
+    to escape."""
+    sm = registry.state_machine
+    kinds = {e.name: e.kind for e in registry.events}
+    steps: dict[tuple[str, str, str], list[int]] = {}
+    for n, edge in enumerate(taken, 1):
+        steps.setdefault(edge, []).append(n)
+    g = _graph("saga_path", "one saga's path")  # not the id: a comment ends at a line break
+    g.attr(label=_literal(f"saga {saga_id}: {state}"))
+    fills = {"success": "#c8e6c9", "failure": "#ffcdd2"}
+    for s in sm.states:
+        look = (
+            {"style": "filled", "fillcolor": fills.get(s.outcome or "", "#e3f2fd")}
+            if s.name in visited
+            else {"color": "#bbbbbb", "fontcolor": "#999999"}
+        )
+        g.node(
+            s.name,
+            s.name,
+            shape="doublecircle" if s.terminal else "ellipse",
+            penwidth="2.5" if s.name == state else "1",
+            **look,
+        )
+    for src, event, dst in sm.edges():
+        numbers = steps.get((src, event, dst))
+        colour = KIND_COLOURS[kinds[event]] if numbers else "#cccccc"
+        g.edge(
+            src,
+            dst,
+            label=f"{','.join(map(str, numbers))}. {event}" if numbers else event,
+            color=colour,
+            fontcolor=colour if numbers else "#aaaaaa",
+            penwidth="2.5" if numbers else "1",
+        )
+    _legend(g)
+    return _source(g, len(sm.edges()))
+
+
+def _literal(text: str) -> Any:
+    escaped = text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+    return graphviz.nohtml(escaped)
 
 
 def outcome(registry: Registry, path: Outcome, comment: str) -> str:

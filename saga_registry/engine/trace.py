@@ -1,6 +1,6 @@
 """A saga's trace: its records in log order, what each service did with each, and the
 path it took on the registry's state machine (`saga trace`). Built from what
-`saga_registry.engine.inspect` reads; Graphviz is imported only to draw the path."""
+`saga_registry.engine.inspect` reads. The path is drawn by `codegen.diagrams.saga_path`."""
 
 from __future__ import annotations
 
@@ -370,56 +370,3 @@ def trace_doc(reg: Registry, t: Trace) -> dict[str, Any]:
         ],
         "path": t.visited,
     }
-
-
-def path_dot(reg: Registry, t: Trace) -> str:
-    """The registry's state machine with the path `t` took drawn over it: visited states
-    and taken transitions (numbered in order) highlighted, the rest grey. Every name
-    reaches DOT through graphviz's quoting (the saga id may hold anything)."""
-    import graphviz  # only here: the runtime's commands must not load it
-
-    sm = reg.state_machine
-    visited = set(t.visited)
-    steps: dict[tuple[str, str, str], list[int]] = {}
-    for n, edge in enumerate(t.taken, 1):
-        steps.setdefault(edge, []).append(n)
-    g = graphviz.Digraph(name="saga_path")
-    title = f"saga {t.saga_id}: {t.state}"
-    # Backslashes doubled and line breaks escaped by hand; quotes are graphviz's to escape;
-    # nohtml keeps an id like <b> from being read as an HTML label.
-    g.attr(rankdir="LR", labelloc="t", fontname="Helvetica", label=_text(title))
-    g.attr("node", fontname="Helvetica", fontsize="11")
-    g.attr("edge", fontname="Helvetica", fontsize="10")
-    for s in sm.states:
-        look = _VISITED if s.name in visited else _GREY
-        g.node(
-            s.name,
-            _text(s.name),
-            shape="doublecircle" if s.terminal else "circle",
-            penwidth="2.5" if s.name == t.state else "1",
-            **look,
-        )
-    for src, event, dst in sm.edges():
-        numbers = steps.get((src, event, dst))
-        label = f"{','.join(map(str, numbers))}. {event}" if numbers else event
-        g.edge(
-            src,
-            dst,
-            label=_text(label),
-            color="#1b5e20" if numbers else "#cccccc",
-            fontcolor="#1b5e20" if numbers else "#aaaaaa",
-            penwidth="2.5" if numbers else "1",
-        )
-    source: str = g.source
-    return source
-
-
-_VISITED = {"style": "filled", "fillcolor": "#c8e6c9", "color": "#1b5e20"}
-_GREY = {"color": "#bbbbbb", "fontcolor": "#999999"}
-
-
-def _text(value: str) -> Any:
-    import graphviz
-
-    escaped = value.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
-    return graphviz.nohtml(escaped)

@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -41,12 +42,13 @@ def make_app(
     must show (it may then come from anywhere)."""
     static = resources.files("saga_registry.ui") / "static"
     registry = source.registry
+    latest = _Latest(source, stream_every_s)
 
     async def page(_: Request) -> Response:
         return FileResponse(str(static / "index.html"))
 
     async def overview(_: Request) -> Response:
-        return JSONResponse(await source.overview())
+        return JSONResponse(await latest.get())
 
     async def sagas(request: Request) -> Response:
         q = request.query_params
@@ -82,7 +84,7 @@ def make_app(
         drawers = {"choreography": pictures.choreography, "state-machine": pictures.state_machine}
         if name not in drawers:
             return _problem(404, f"no diagram {name!r}: choreography or state-machine")
-        return await _svg(drawers[name](registry, await source.overview()))
+        return await _svg(drawers[name](registry, await latest.get()))
 
     async def dead_letters(_: Request) -> Response:
         return JSONResponse(await source.dead_letters())
@@ -111,7 +113,7 @@ def make_app(
 
     async def stream(request: Request) -> Response:
         return StreamingResponse(
-            _changes(request, source, stream_every_s),
+            _changes(request, latest),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )
@@ -132,12 +134,38 @@ def make_app(
     )
 
 
-async def _changes(request: Request, source: Source, every_s: float) -> AsyncIterator[str]:
+class _Latest:
+    """The overview, read at most once per `every_s` however many pages watch it; a read
+    that takes long (many sagas) spaces the next ones out further."""
+
+    def __init__(self, source: Source, every_s: float) -> None:
+        self._source = source
+        self._every_s = every_s
+        self._doc: dict[str, Any] | None = None
+        self._until = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def every_s(self) -> float:
+        return self._every_s
+
+    async def get(self) -> dict[str, Any]:
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            if self._doc is None or loop.time() >= self._until:
+                started = loop.time()
+                self._doc = await self._source.overview()
+                took = loop.time() - started
+                self._until = loop.time() + max(self._every_s, 4 * took)
+            return self._doc
+
+
+async def _changes(request: Request, latest: _Latest) -> AsyncIterator[str]:
     """An `overview` event whenever the counts change (and once at first)."""
     last = None
     while not await request.is_disconnected():
         try:
-            doc = await source.overview()
+            doc = await latest.get()
         except EngineError as exc:
             yield f"event: problem\ndata: {json.dumps(str(exc))}\n\n"
         else:
@@ -145,7 +173,7 @@ async def _changes(request: Request, source: Source, every_s: float) -> AsyncIte
             if seen != last:
                 last = seen
                 yield f"event: overview\ndata: {json.dumps(doc)}\n\n"
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(latest.every_s)
 
 
 def _refusal(request: Request, token: str | None) -> str | None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from saga_registry.codegen import diagrams
-from saga_registry.engine.trace import path_dot
+from saga_registry.engine.trace import Trace
 from saga_registry.registry.model import Registry
 
 _DOT_TIMEOUT_S = 30.0
@@ -34,9 +34,9 @@ def state_machine(registry: Registry, overview: Mapping[str, Any]) -> str:
     return diagrams.state_machine(registry, "live", overview["counts"]["state"])
 
 
-def saga_path(registry: Registry, trace: Any) -> str:
+def saga_path(registry: Registry, t: Trace) -> str:
     """The path one saga took on the state machine (`saga trace --dot`)."""
-    return path_dot(registry, trace)
+    return diagrams.saga_path(registry, t.saga_id, t.state, t.visited, t.taken)
 
 
 async def svg(source: str) -> bytes:
