@@ -21,6 +21,7 @@ from saga_registry.cli.options import (
     kafka_security,
     registry_option,
     registry_or_fail,
+    stuck_for_option,
 )
 from saga_registry.engine import inspect
 from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
@@ -53,12 +54,7 @@ def _notes(notes: list[str]) -> None:
     help="Only sagas in this state of the registry, or of this status: in-flight, stuck, "
     "parked, ended.",
 )
-@click.option(
-    "--stuck-for",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
-    help="Count as stuck a saga not updated for longer (besides overdue deadlines).",
-)
+@stuck_for_option
 @click.option("--outcome", type=click.Choice(["success", "failure"]), help="Only ended sagas.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -74,6 +74,14 @@ db_option = click.option(
 )
 
 
+stuck_for_option = click.option(
+    "--stuck-for",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Count as stuck a saga not updated for longer (besides overdue deadlines).",
+)
+
+
 def kafka_security(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the Kafka security options to `command`, which receives them as one validated
     `kafka: KafkaOptions` argument (a bad combination ends the command in one line)."""

@@ -15,6 +15,7 @@ from saga_registry.cli.options import (
     kafka_security,
     registry_option,
     registry_or_fail,
+    stuck_for_option,
 )
 from saga_registry.engine.buses import KafkaOptions
 
@@ -32,12 +33,7 @@ from saga_registry.engine.buses import KafkaOptions
     help="Replays from other machines are taken only with this token (Authorization: "
     "Bearer TOKEN); without one, only from this machine.",
 )
-@click.option(
-    "--stuck-for",
-    type=click.FloatRange(min=0),
-    metavar="SECONDS",
-    help="Count as stuck a saga not updated for longer (besides overdue deadlines).",
-)
+@stuck_for_option
 def ui(
     registry: str,
     db: str,
