@@ -256,6 +256,21 @@ def test_replays_are_refused_from_elsewhere_without_the_token(tmp_path: Path) ->
         assert status == 409 and "no log" in text  # let through: there is nothing to replay
     finally:
         stop(ui)
+    # Without a token, from this machine: let through, unless addressed to another name
+    # (a page of another site whose name was pointed at 127.0.0.1: DNS rebinding), which
+    # cannot even read.
+    ui, url = serve(root, db, bus)
+    try:
+        port = url.rsplit(":", 1)[1]
+        assert post(body, as_json)[0] == 409
+        rebound = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+        assert post(body, {**as_json, **rebound})[0] == 400
+        request = urllib.request.Request(url + "/api/overview", headers=rebound)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 400
+    finally:
+        stop(ui)
 
 
 def test_a_taken_port_is_a_one_line_error(tmp_path: Path) -> None:

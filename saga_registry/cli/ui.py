@@ -57,7 +57,7 @@ def ui(
     from saga_registry.ui.app import make_app
     from saga_registry.ui.data import Source
 
-    app = make_app(Source(reg, db, bus, kafka, stuck_for), token=token or None)
+    app = make_app(Source(reg, db, bus, kafka, stuck_for), token=token or None, listen=host)
     try:
         listening = socket.create_server((host, port), family=_family(host))
     except OSError as exc:  # the port taken, the address not this machine's

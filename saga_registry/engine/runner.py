@@ -151,11 +151,15 @@ class ServiceRunner:
         `batch_transactions` is off or something in it needs the one-by-one path; then
         each delivery gets its own transaction, with retries, dead-lettering and parking.
         What the transactions emitted is handed to the relay once they commit."""
-        needed = [d for d in batch if self.needs(d)]
-        if len(needed) < len(batch):
-            self.metrics.delivered(
-                self.name, ((d, "unneeded") for d in batch if not self.needs(d)), time.time()
-            )
+        needed: list[Delivery] = []
+        unneeded: list[tuple[Delivery, str]] = []
+        for d in batch:
+            if self.needs(d):
+                needed.append(d)
+            else:
+                unneeded.append((d, "unneeded"))
+        if unneeded:
+            self.metrics.delivered(self.name, unneeded, time.time())
         if not needed:
             return 0
         if self.settings.batch_transactions and len(needed) > 1:

@@ -19,6 +19,8 @@ from importlib import resources
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -36,10 +38,15 @@ _SAGA_LIMIT_MAX = 1000
 
 
 def make_app(
-    source: Source, token: str | None = None, stream_every_s: float = _STREAM_EVERY_S
+    source: Source,
+    token: str | None = None,
+    stream_every_s: float = _STREAM_EVERY_S,
+    listen: str = "127.0.0.1",
 ) -> Starlette:
     """The application serving `source`'s sagas; `token`, if given, is what a replay
-    must show (it may then come from anywhere)."""
+    must show (it may then come from anywhere). Listening on a loopback address (`listen`),
+    it answers only requests addressed to a loopback name: a web page whose own host name
+    was made to point at 127.0.0.1 (DNS rebinding) cannot read it either."""
     static = resources.files("saga_registry.ui") / "static"
     registry = source.registry
     latest = _Latest(source, stream_every_s)
@@ -118,7 +125,14 @@ def make_app(
             headers={"Cache-Control": "no-store"},
         )
 
+    loopback = listen.strip("[]") in _LOOPBACK
+    middleware = (
+        [Middleware(TrustedHostMiddleware, allowed_hosts=sorted(_LOOPBACK | {"[::1]"}))]
+        if loopback
+        else []
+    )
     return Starlette(
+        middleware=middleware,
         routes=[
             Route("/", page),
             Route("/api/overview", overview),
@@ -130,7 +144,7 @@ def make_app(
             Route("/api/dead-letters/replay", replay, methods=["POST"]),
             Route("/api/stream", stream),
             Mount("/static", StaticFiles(directory=str(static)), name="static"),
-        ]
+        ],
     )
 
 
@@ -191,6 +205,11 @@ def _refusal(request: Request, token: str | None) -> str | None:
     host = request.client.host if request.client else ""
     if host not in _LOOPBACK:
         return f"changes are taken only from this machine (not {host}) unless a token is configured"
+    # Sent from this machine, but to a name that is not this machine's: a page of another
+    # site whose name was made to point here (DNS rebinding).
+    named = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]")
+    if named not in _LOOPBACK:
+        return f"changes are taken only when addressed to 127.0.0.1 or localhost, not {named}"
     return None
 
 
