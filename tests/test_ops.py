@@ -546,8 +546,15 @@ def test_saga_path_quotes_any_saga_id_and_colours_the_steps_by_kind(dot_installe
             ("requested", "FlightBookingFailed", "flight_failed"),
         ],
     )
-    source = saga_path(reg, trace.saga_id, trace.state, trace.visited, trace.taken)
+    timeline = [
+        ("TripRequested", "tests", {"Flights": "reacted (-> FlightBookingFailed)"}),
+        ("FlightBookingFailed", "Flights", {"Booking": "skipped (<b>not</b> & allowed)"}),
+    ]
+    source = saga_path(reg, trace.saga_id, trace.state, trace.visited, trace.taken, timeline)
     assert '"1. TripRequested"' in source and '"2. FlightBookingFailed"' in source
+    # The events beside it, one lane per service, every text escaped for the HTML label.
+    assert "cluster_timeline" in source and "emitted" in source
+    assert "skipped (&lt;b&gt;not&lt;/b&gt; &amp; allowed)" in source
     # The steps taken wear their event's kind, as in the registry's own diagrams.
     assert f'label="2. FlightBookingFailed" color="{KIND_COLOURS["failure"]}"' in source
     done = subprocess.run(

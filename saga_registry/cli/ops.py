@@ -195,7 +195,15 @@ def trace(
     if dot_path or svg_path:
         from saga_registry.codegen.diagrams import saga_path  # graphviz: only when drawing
 
-        source = saga_path(reg, t.saga_id, t.state, t.visited, t.taken)
+        timeline = [
+            (
+                r.event_type,
+                r.producer,
+                {s: str(a) for s, a in r.actions.items() if a != PASSED and a.what != "-"},
+            )
+            for r in t.rows
+        ]
+        source = saga_path(reg, t.saga_id, t.state, t.visited, t.taken, timeline)
         if dot_path:
             _write(Path(dot_path), source)
         if svg_path:

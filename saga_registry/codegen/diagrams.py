@@ -4,6 +4,7 @@ the graphviz library quotes every label."""
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -136,19 +137,26 @@ def state_machine(registry: Registry, comment: str, counts: Mapping[str, int] | 
     return _source(g, len(sm.edges()) + len(sm.deadlines))
 
 
+Lane = tuple[str, str, Mapping[str, str]]
+"""One event of a saga's timeline: its type, its producer, and what each service that did
+something with it did (`reacted (-> X)`, `skipped (not allowed in s)`, ...)."""
+
+
 def saga_path(
     registry: Registry,
     saga_id: str,
     state: str,
     visited: Sequence[str],
     taken: Sequence[tuple[str, str, str]],
+    timeline: Sequence[Lane] = (),
 ) -> str:
     """The state machine with one saga's path drawn over it (`saga trace --dot`, `saga
     ui`): the states it visited filled, `state` (where it is) drawn bold, the transitions it
     took numbered in order and coloured by their event's kind, the rest grey. The saga id
     may hold anything: it reaches DOT escaped by hand (backslashes, line breaks) and as
     `nohtml`, so that an id like `<b>` is not read as an HTML label; quotes are graphviz's
-    to escape."""
+    to escape. With a `timeline`, the saga's events are drawn beside it too, one lane per
+    service (`_lanes`)."""
     sm = registry.state_machine
     kinds = {e.name: e.kind for e in registry.events}
     steps: dict[tuple[str, str, str], list[int]] = {}
@@ -182,7 +190,41 @@ def saga_path(
             penwidth="2.5" if numbers else "1",
         )
     _legend(g)
+    if timeline:
+        with g.subgraph(name="cluster_timeline") as lanes:
+            lanes.attr(label="events in log order, one lane per service", color="#999999")
+            lanes.node("timeline", _lanes(registry, timeline, kinds), shape="plaintext")
     return _source(g, len(sm.edges()))
+
+
+def _lanes(registry: Registry, timeline: Sequence[Lane], kinds: Mapping[str, str]) -> str:
+    """An HTML-like table: a column per event (numbered, in its kind's colour), a row per
+    service; each cell what that service did with that event, the producer's marked.
+    Every text is escaped: the details can hold anything an error message held."""
+
+    def cell(text: str, colour: str = "#333333", fill: str = "") -> str:
+        shown = html.escape(text).replace("\n", "<br/>") or " "
+        back = f' bgcolor="{fill}"' if fill else ""
+        return f'<td{back}><font color="{colour}" point-size="9">{shown}</font></td>'
+
+    head = [cell("")] + [
+        cell(f"{n}. {event}", KIND_COLOURS.get(kinds.get(event, ""), "#333333"))
+        for n, (event, _, _) in enumerate(timeline, 1)
+    ]
+    rows = ["<tr>" + "".join(head) + "</tr>"]
+    lanes = [s.name for s in registry.services]
+    lanes += sorted({producer for _, producer, _ in timeline} - set(lanes))
+    for lane in lanes:
+        cells = [cell(lane, fill="#eef3fb")]
+        for _, producer, actions in timeline:
+            did = actions.get(lane, "")
+            if producer == lane:
+                did = "emitted" + (f"; {did}" if did else "")
+            bad = did.startswith(("skipped", "dead-lettered", "held"))
+            colour = KIND_COLOURS["failure"] if bad else "#333333"
+            cells.append(cell(did, colour))
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return '<<table border="0" cellborder="1" cellspacing="0">' + "".join(rows) + "</table>>"
 
 
 def _literal(text: str) -> Any:
