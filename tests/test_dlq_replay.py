@@ -441,3 +441,26 @@ def _letters_when_settled(root: Path, url: str, expected: int) -> int:
             return count
         time.sleep(0.3)
     return count
+
+
+async def test_a_plain_copy_of_a_dead_lettered_event_is_a_duplicate_not_a_second_letter(
+    bus: Bus, registry_file: Path, tmp_path: Path
+) -> None:
+    """A producer may publish an event twice (its relay after a crash, `saga start`): once
+    the first copy is dead-lettered and its saga parked, the second is the same letter
+    again; it is skipped as a duplicate, and only a replay brings the event back."""
+    (inventory,) = await services(bus, registry_file, tmp_path, "Inventory")
+    reg = inventory.registry
+    inventory.service.fail_sagas.add("c1")
+    created = event("OrderCreated", "c1")
+    env = Envelope.new(
+        type=created.event_type, source="tests", saga_id="c1", data=created.to_json()
+    )
+    record = env.to_record(reg.events_topic.name)
+    await bus.publish([record])
+    assert await inventory.consume(1) == ["dead"]
+    assert await parked(inventory, "c1") == env.id
+    await bus.publish([record])  # the same record again
+    assert await inventory.consume(1) == ["duplicate"]
+    assert len(await letters(bus, reg)) == 1
+    assert await parked(inventory, "c1") == env.id

@@ -32,7 +32,7 @@ from saga_registry.engine.deadletter import passes_by
 from saga_registry.engine.deadlines import PendingTimers
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope
-from saga_registry.engine.parking import Parked, is_parked
+from saga_registry.engine.parking import Parked, is_letter_copy, is_parked
 
 if TYPE_CHECKING:
     from saga_registry.engine.runner import ServiceRunner
@@ -94,8 +94,11 @@ async def apply_items(
     seen = await rows.seen(conn, ids)
     if alone:
         ((delivery, env, _),) = items
-        if (env.id, env.source) not in seen and await is_parked(conn, env, delivery):
-            raise Parked
+        if (env.id, env.source) not in seen:
+            if await is_letter_copy(conn, env, delivery):
+                seen.add((env.id, env.source))  # skipped below as a duplicate
+            elif await is_parked(conn, env, delivery):
+                raise Parked
     elif await rows.any_parked(conn, sagas):
         raise NeedsOneByOne
     states = await rows.states(conn, sagas)

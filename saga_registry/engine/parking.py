@@ -51,6 +51,26 @@ class Parked(Exception):
         return "saga parked after an earlier failure of this service; replay it first"
 
 
+async def is_letter_copy(conn: AsyncConnection, env: Envelope, delivery: Delivery) -> bool:
+    """Whether `env` is a plain copy (not a replay) of the event its saga is parked on, or
+    of one held behind it: dead-lettered or held already, it waits for `saga dlq replay`,
+    and a second letter would only say the same again (a producer may publish an event
+    twice: its relay after a crash, `saga start` beside the service's own relay)."""
+    if delivery.record.header(REPLAYED):
+        return False
+    head = await conn.scalar(
+        select(tables.parked.c.event_id).where(tables.parked.c.saga_id == env.saga_id)
+    )
+    if head is None:
+        return False
+    if head == env.id:
+        return True
+    found = await conn.scalar(
+        select(held.c.id).where(held.c.saga_id == env.saga_id, held.c.event_id == env.id).limit(1)
+    )
+    return found is not None
+
+
 async def is_parked(conn: AsyncConnection, env: Envelope, delivery: Delivery) -> bool:
     """Whether `env`'s saga is parked (in `conn`'s transaction). A replayed copy of the
     event it waits for is not: it applies, the saga then waits for the first event held
