@@ -466,6 +466,9 @@ def test_most_advanced_view_wins_on_both_databases(db_url: str) -> None:
         "Flights": [("a", "flight_booked", now - 4), ("b", "flight_failed", now - 8)],
         "Hotels": [("a", "hotel_booked", now - 3), ("b", "cancelled", now - 10)],
     }
+    # Saga c: Booking took in the first event last, after Flights had moved on.
+    copies["Booking"].append(("c", "requested", now - 1))
+    copies["Flights"].append(("c", "flight_booked", now - 6))
 
     async def go() -> tuple[list[inspect.SagaView], list[str], bool]:
         for service, rows in copies.items():
@@ -484,6 +487,11 @@ def test_most_advanced_view_wins_on_both_databases(db_url: str) -> None:
                             saga_id="a", deadline=0, state="requested", due_at=now - 1
                         )
                     )
+                    await conn.execute(
+                        insert(tables.timers).values(
+                            saga_id="c", deadline=0, state="flight_booked", due_at=now + 60
+                        )
+                    )
             await db.stop()
         views, notes = await inspect.saga_views(reg, template)
         return views, notes, await _exists(database_url(template, "Billing"))
@@ -500,6 +508,9 @@ def test_most_advanced_view_wins_on_both_databases(db_url: str) -> None:
     }
     # The timer belongs to a state the saga left: not a pending deadline.
     assert by_id["a"].due_at is None
+    # Ahead on the machine wins over updated later; its state's deadline is pending.
+    assert (by_id["c"].state, by_id["c"].seen_by) == ("flight_booked", "Flights")
+    assert by_id["c"].due_at == pytest.approx(now + 60)
     assert len(notes) == 3 and notes[0].startswith("CarRental: skipped (no database")
     assert not billing_exists
 

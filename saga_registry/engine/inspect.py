@@ -132,11 +132,44 @@ class SagaView:
     """The services that parked the saga (an event of it dead-lettered there)."""
 
 
-def most_advanced(rows: Sequence[tuple[str, Row]], terminal: frozenset[str]) -> tuple[str, Row]:
-    """Of several services' views of one saga, the most advanced: a terminal state wins,
-    then the latest `updated_at` (each service applies the log at its own pace, so for a
-    moment they may disagree; none is ever ahead of the log)."""
-    return max(rows, key=lambda sr: (sr[1]["state"] in terminal, sr[1]["updated_at"] or 0.0))
+def reachable(registry: Registry) -> dict[str, frozenset[str]]:
+    """For each state of the registry's machine, the states its transitions lead to,
+    directly or not."""
+    edges: dict[str, set[str]] = {}
+    for src, _, dst in registry.state_machine.edges():
+        edges.setdefault(src, set()).add(dst)
+    found: dict[str, frozenset[str]] = {}
+    for state in (s.name for s in registry.state_machine.states):
+        seen: set[str] = set()
+        todo = list(edges.get(state, ()))
+        while todo:
+            nxt = todo.pop()
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.extend(edges.get(nxt, ()))
+        found[state] = frozenset(seen)
+    return found
+
+
+def most_advanced(
+    rows: Sequence[tuple[str, Row]],
+    terminal: frozenset[str],
+    reach: dict[str, frozenset[str]],
+) -> tuple[str, Row]:
+    """Of several services' views of one saga, the most advanced: each service applies the
+    log at its own pace and only the events of its projection, so copies disagree (none is
+    ever ahead of the log). A copy whose state leads on to another copy's is behind it,
+    whenever it was updated; of the copies no other is ahead of, a terminal state wins,
+    then the latest `updated_at`."""
+
+    def behind(state: str) -> bool:
+        return any(
+            other != state and other in reach.get(state, ()) and state not in reach.get(other, ())
+            for other in (r["state"] for _, r in rows)
+        )
+
+    ahead = [sr for sr in rows if not behind(sr[1]["state"])] or list(rows)
+    return max(ahead, key=lambda sr: (sr[1]["state"] in terminal, sr[1]["updated_at"] or 0.0))
 
 
 async def saga_views(registry: Registry, template: str) -> tuple[list[SagaView], list[str]]:
@@ -158,9 +191,10 @@ async def saga_views(registry: Registry, template: str) -> tuple[list[SagaView],
         except (Absent, DatabaseUnavailable) as exc:
             notes.append(f"{service.name}: skipped ({exc})")
     terminal = frozenset(registry.state_machine.terminal_states)
+    reach = reachable(registry)
     views = []
     for saga_id, rows in states.items():
-        seen_by, best = most_advanced(rows, terminal)
+        seen_by, best = most_advanced(rows, terminal, reach)
         due = [t["due_at"] for t in timers.get(saga_id, ()) if t["state"] == best["state"]]
         started = [r["started_at"] for _, r in rows if r["started_at"] is not None]
         views.append(
