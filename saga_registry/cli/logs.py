@@ -33,9 +33,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+_json = False
+
+
+def say(command: str, text: str) -> None:
+    """Tell the operator `text` whatever the log level (a start, a stop): `COMMAND: text`
+    on standard error, or a JSON line like the log's when it is JSON (so that a log
+    shipper reads nothing else)."""
+    if not _json:
+        print(f"{command}: {text}", file=sys.stderr, flush=True)
+        return
+    record = logging.makeLogRecord(
+        {
+            "name": command.replace(" ", "."),
+            "levelname": "INFO",
+            "levelno": logging.INFO,
+            "msg": text,
+        }
+    )
+    print(JsonFormatter().format(record), file=sys.stderr, flush=True)
+
+
 def configure(level: str, fmt: str) -> None:
     """Send the process's log to standard error at `level` (one of `LEVELS`), as text or
     JSON lines (`fmt`, one of `FORMATS`)."""
+    global _json
+    _json = fmt == "json"
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

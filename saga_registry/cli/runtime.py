@@ -199,7 +199,7 @@ def run(
     except EngineError as exc:
         fail(str(exc))
     except asyncio.CancelledError:
-        click.echo("saga run: stopped at once; in-flight work left uncommitted", err=True)
+        logs.say("saga run", "stopped at once; in-flight work left uncommitted")
         sys.exit(130)
 
 
@@ -215,7 +215,7 @@ async def _run(settings: Settings, wait_s: float) -> None:
 
     def stop_now(message: str) -> None:
         if current is not None and not current.done():
-            click.echo(f"saga run: {message}", err=True)
+            logs.say("saga run", message)
             current.cancel()
 
     def on_signal() -> None:
@@ -238,16 +238,16 @@ async def _run(settings: Settings, wait_s: float) -> None:
     kafka_log.setLevel(logging.CRITICAL)
     try:
         if not await _start(app, stop, wait_s):
-            click.echo("saga run: stopped before the bus answered", err=True)
+            logs.say("saga run", "stopped before the bus answered")
             return
         kafka_log.setLevel(logging.WARNING)
         names = ", ".join(s.runner.name for s in app.services)
-        click.echo(f"saga run: {names} on {settings.bus} (Ctrl-C to stop)", err=True)
+        logs.say("saga run", f"{names} on {settings.bus} (Ctrl-C to stop)")
         if app.metrics_server is not None:
             where = f"http://{settings.metrics_address}:{app.metrics_server.port}/metrics"
-            click.echo(f"saga run: metrics on {where}", err=True)
+            logs.say("saga run", f"metrics on {where}")
         await app.run(stop)
-        click.echo("saga run: stopped cleanly", err=True)
+        logs.say("saga run", "stopped cleanly")
     finally:
         await app.stop()
 

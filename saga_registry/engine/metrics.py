@@ -19,6 +19,44 @@ from saga_registry.engine.bus import Delivery
 
 log = logging.getLogger("saga.deliveries")
 
+OUTCOMES = {
+    "applied": ("applied", ""),
+    "duplicate": ("skipped", "duplicate"),
+    "skipped": ("skipped", "not_allowed"),
+    "dead_lettered": ("dead_lettered", ""),
+    "unneeded": ("passed", "outside_projection"),
+    "passed": ("passed", "replayed_letter_of_another_service"),
+}
+"""What became of a delivery, as the runner reports it, in the words metrics and logs use:
+(outcome, the reason for a skip or a pass)."""
+
+
+def fields(service: str, delivery: Delivery) -> dict[str, object]:
+    """A delivery's log fields: service, saga, event id and type, its place in the log."""
+    record = delivery.record
+    return {
+        "service": service,
+        "saga_id": record.key.decode(errors="replace"),
+        "event_id": _text(record.header("ce_id")),
+        "event_type": _text(record.header("ce_type")),
+        "topic": record.topic,
+        "partition": delivery.partition,
+        "offset": delivery.offset,
+    }
+
+
+def where(delivery: Delivery) -> str:
+    """A delivery as a log line names it: `Type id of saga S at topic/partition@offset`."""
+    f = fields("", delivery)
+    return (
+        f"{f['event_type'] or '(no type)'} {f['event_id'] or '(no id)'} of saga {f['saga_id']}"
+        f" at {f['topic']}/{f['partition']}@{f['offset']}"
+    )
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode(errors="replace")
+
 
 class Observer(Protocol):
     """An exporter of what the runners report (`saga_registry.engine.prometheus`)."""
@@ -65,30 +103,17 @@ class Metrics:
             return
         for delivery, outcome in outcomes:
             record = delivery.record
-            kind = (record.header("ce_type") or b"").decode(errors="replace")
+            kind = _text(record.header("ce_type"))
             self.inc(outcome, service, event_type=kind)
             if debug:
-                event_id = (record.header("ce_id") or b"").decode(errors="replace")
-                saga = record.key.decode(errors="replace")
+                said, reason = OUTCOMES.get(outcome, (outcome, ""))
                 log.debug(
-                    "%s: %s %s of saga %s at %s/%d@%d: %s",
+                    "%s: %s: %s%s",
                     service,
-                    kind or "(no type)",
-                    event_id or "(no id)",
-                    saga,
-                    record.topic,
-                    delivery.partition,
-                    delivery.offset,
-                    outcome,
-                    extra={
-                        "service": service,
-                        "saga_id": saga,
-                        "event_id": event_id,
-                        "event_type": kind,
-                        "outcome": outcome,
-                        "partition": delivery.partition,
-                        "offset": delivery.offset,
-                    },
+                    where(delivery),
+                    said,
+                    f" ({reason})" if reason else "",
+                    extra={**fields(service, delivery), "outcome": said, "reason": reason},
                 )
             if self.observer is not None and outcome == "applied":
                 created = _epoch(record.header("ce_time"))

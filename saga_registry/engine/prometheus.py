@@ -25,19 +25,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from saga_registry.engine.database import Database
+from saga_registry.engine.metrics import OUTCOMES
 from saga_registry.engine.runner import ServiceRunner
 
 log = logging.getLogger("saga.metrics")
 
-# (outcome, reason) of each delivery outcome the runner reports.
-_DELIVERY = {
-    "applied": ("applied", ""),
-    "duplicate": ("skipped", "duplicate"),
-    "skipped": ("skipped", "not_allowed"),
-    "dead_lettered": ("dead_lettered", ""),
-    "unneeded": ("passed", "outside_projection"),
-    "passed": ("passed", "replayed_letter_of_another_service"),
-}
 # From a millisecond to a minute: a reaction is a few ms; an event's age at arrival runs
 # from ms (a live pipeline) to minutes (a backlog after an outage).
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -86,8 +78,8 @@ class PrometheusObserver:
 
     def count(self, name: str, service: str, event_type: str, n: int) -> None:
         """See `Observer.count`."""
-        if name in _DELIVERY:
-            outcome, reason = _DELIVERY[name]
+        if name in OUTCOMES:
+            outcome, reason = OUTCOMES[name]
             self.deliveries.labels(service, event_type, outcome, reason).inc(n)
         elif name == "retried":
             self.retries.labels(service, event_type).inc(n)

@@ -41,7 +41,7 @@ from saga_registry.engine.errors import (
     ForbiddenEmit,
 )
 from saga_registry.engine.machine import ServiceMachine, Step
-from saga_registry.engine.metrics import Metrics
+from saga_registry.engine.metrics import Metrics, fields, where
 from saga_registry.engine.parking import Parked, hold, park
 from saga_registry.engine.reaction import DeliveryContext, inside_reaction, outside_reactions
 from saga_registry.engine.relay import OutboxRow
@@ -235,16 +235,6 @@ class ServiceRunner:
             except Exception as exc:  # any reaction error is retried, then parked
                 stop_if_damaged(self, exc)
                 if attempt >= self.settings.max_attempts:
-                    log.warning(
-                        "%s: %s %s of saga %s failed %d times, dead-lettered: %s: %s",
-                        self.name,
-                        envelope.type,
-                        envelope.id,
-                        envelope.saga_id,
-                        attempt,
-                        type(exc).__name__,
-                        one_line(exc),
-                    )
                     await self._dead_letter(delivery, exc, attempts=attempt)
                     await park(self.db, envelope, exc)
                     return "dead"
@@ -342,6 +332,15 @@ class ServiceRunner:
         )
         await self.bus.publish([record])
         self.metrics.delivered(self.name, [(delivery, "dead_lettered")], time.time())
+        log.warning(
+            "%s: dead-lettered %s after %d attempt(s): %s: %s",
+            self.name,
+            where(delivery),
+            attempts,
+            type(exc).__name__,
+            one_line(exc),
+            extra={**fields(self.name, delivery), "error": f"{type(exc).__name__}: {exc}"},
+        )
 
 
 # What a dead-lettered oversized record keeps: enough to see what it was, small enough for

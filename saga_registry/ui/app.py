@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from saga_registry.engine.errors import EngineError
+from saga_registry.registry.names import did_you_mean
 from saga_registry.ui import pictures
 from saga_registry.ui.data import Source
 
@@ -97,6 +98,8 @@ def make_app(
         return JSONResponse(await source.dead_letters())
 
     async def replay(request: Request) -> Response:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return _problem(415, "send the request as application/json")
         refused = _refusal(request, token)
         if refused is not None:
             return _problem(403, refused)
@@ -107,8 +110,9 @@ def make_app(
         service, saga_id = body.get("service"), body.get("saga_id")
         if not isinstance(service, str) or not isinstance(saga_id, str):
             return _problem(400, "give service and saga_id, as strings")
-        if service not in {s.name for s in registry.services}:
-            return _problem(400, f"unknown service {service!r}")
+        names = [s.name for s in registry.services]
+        if service not in names:
+            return _problem(400, f"unknown service {service!r}{did_you_mean(service, names)}")
         try:
             done = await source.replay(service, saga_id)
         except EngineError as exc:
@@ -191,9 +195,7 @@ async def _changes(request: Request, latest: _Latest) -> AsyncIterator[str]:
 
 
 def _refusal(request: Request, token: str | None) -> str | None:
-    """Why this request may not change anything, or None."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        return "send the request as application/json"
+    """Why this request (JSON) may not change anything, or None."""
     origin = request.headers.get("origin")
     if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
         return f"cross-origin request from {origin} refused"

@@ -269,21 +269,28 @@ function connect() {
   const live = document.getElementById("live");
   const source = new EventSource("/api/stream");
   source.addEventListener("overview", (event) => {
-    overview = JSON.parse(event.data);
-    document.getElementById("title").textContent = overview.registry;
-    document.title = `Sagas · ${overview.registry}`;
-    live.textContent = `live · ${new Date(overview.at * 1000).toLocaleTimeString()}`;
+    received(JSON.parse(event.data));
+    live.textContent = `live · counts of ${new Date(overview.at * 1000).toLocaleTimeString()}`;
     live.className = "live on";
-    const view = current();
-    if (view === "overview") showOverview();
-    else if (view === "sagas") showSagas();
-    else if (view === "saga") showSaga(document.getElementById("saga-id").textContent);
-    else if (view === "dead-letters") showDeadLetters();
   });
   source.addEventListener("problem", (event) => { live.textContent = JSON.parse(event.data); live.className = "live off"; });
   source.onerror = () => { live.textContent = "reconnecting…"; live.className = "live off"; };
 }
 
+// The counts changed (or came first): show them, and reload the view on screen.
+function received(doc) {
+    overview = doc;
+    document.getElementById("title").textContent = overview.registry;
+    document.title = `Sagas · ${overview.registry}`;
+    const view = current();
+    if (view === "overview") showOverview();
+    else if (view === "sagas") showSagas();
+    else if (view === "saga") showSaga(document.getElementById("saga-id").textContent);
+    else if (view === "dead-letters") showDeadLetters();
+}
+
 window.addEventListener("hashchange", route);
 route();
+// The first counts by a plain request, not waiting for the stream to connect.
+getJSON("/api/overview").then((doc) => { if (!overview) received(doc); }).catch(() => {});
 connect();
