@@ -33,9 +33,10 @@ from handlers.events import DeliveryScheduled
 from handlers.shop import Mix, Shop
 from saga_registry.engine import tables
 from saga_registry.engine.app import Application
-from saga_registry.engine.bus import Record
+from saga_registry.engine.bus import Delivery, Record
 from saga_registry.engine.buses import EmbeddedBus
 from saga_registry.engine.config import Settings
+from saga_registry.engine.database import Database, database_url
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import ConfigError
 from saga_registry.engine.runner import RunnerSettings
@@ -110,6 +111,39 @@ def test_a_signed_event_verifies_whatever_trace_context_it_carries() -> None:
     keyring.verify("OMS", Record(signed.topic, signed.key, signed.value, headers))
 
 
+def _tracer() -> tuple[Any, InMemorySpanExporter]:
+    from saga_registry.engine.tracing import Tracing
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    return Tracing(provider).for_service("Payment", "t", "embedded"), spans
+
+
+def test_a_delivery_span_continues_the_events_context_and_passes_its_tracestate_on() -> None:
+    tracer, spans = _tracer()
+    env = Envelope.new(
+        type="X", source="s", saga_id="o1", data=b"{}", traceparent=TRACEPARENT, tracestate="a=1"
+    )
+    span = tracer.consume(Delivery(env.to_record("t"), 2, 7), env)
+    traceparent, tracestate = span.carrier
+    span.end("applied")
+    (done,) = spans.get_finished_spans()
+    assert done.parent is not None and f"{done.parent.span_id:016x}" == TRACEPARENT[36:52]
+    assert f"{done.context.trace_id:032x}" == TRACEPARENT[3:35]
+    assert traceparent == f"00-{TRACEPARENT[3:35]}-{done.context.span_id:016x}-01"
+    assert tracestate == "a=1"
+    assert attributes(done)["messaging.kafka.offset"] == 7
+
+
+def test_an_invalid_traceparent_starts_a_new_trace() -> None:
+    tracer, spans = _tracer()
+    env = Envelope.new(type="X", source="s", saga_id="o1", data=b"{}", traceparent="00-junk")
+    tracer.consume(Delivery(env.to_record("t"), 0, 0), env).end("applied")
+    (done,) = spans.get_finished_spans()
+    assert done.parent is None
+
+
 # Turning it on
 
 
@@ -125,6 +159,14 @@ def test_a_signed_event_verifies_whatever_trace_context_it_carries() -> None:
         ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c"}, ()),
         ({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "console"}, ()),
         ({"OTEL_SDK_DISABLED": "false", "OTEL_TRACES_EXPORTER": "console"}, ("console",)),
+        (
+            {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            },
+            ("otlp",),
+        ),
     ],
 )
 def test_the_standard_variables_turn_tracing_on(
@@ -140,6 +182,13 @@ def test_the_standard_variables_turn_tracing_on(
         (
             {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
             "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: only http/protobuf",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+            },
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc: only http/protobuf",
         ),
     ],
 )
@@ -609,3 +658,28 @@ def test_one_process_per_service_on_kafka_gives_one_trace_per_saga(
             ).fetchone()
         mine = [s for s in consumers if s["attributes"]["saga.service"] == name]
         assert len(mine) == rows, (name, len(mine), rows)
+
+
+async def test_an_older_database_gets_the_trace_columns_beside_its_saga_states(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE saga_state (saga_id VARCHAR(256) PRIMARY KEY, state VARCHAR(64) NOT "
+            "NULL, updated_at FLOAT NOT NULL, correlation_id VARCHAR(128), entered_by "
+            "VARCHAR(128), started_at FLOAT)"
+        )
+        conn.execute("INSERT INTO saga_state VALUES ('o1', 'paid', 1.0, 'c', 'e', 1.0)")
+    db = Database(database_url(f"sqlite:///{path}", "old"))
+    await db.start()
+    try:
+        async with db.transaction() as conn:
+            row = (
+                await conn.execute(
+                    select(tables.saga_state.c.state, tables.saga_state.c.traceparent)
+                )
+            ).one()
+    finally:
+        await db.stop()
+    assert tuple(row) == ("paid", None)

@@ -218,7 +218,7 @@ class ServiceRunner:
             return "dead"
         # One span for every attempt: an attempt that fails is an event of it; one cut
         # short by an outage is never ended (so never exported), and the delivery comes again.
-        span = self._span(delivery, envelope)
+        span = None if self.tracing is None else self.tracing.consume(delivery, envelope)
         spans = None if span is None else [span]
         attempt = 0
         while True:

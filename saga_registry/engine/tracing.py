@@ -52,10 +52,9 @@ def exporters(environ: Mapping[str, str]) -> tuple[str, ...]:
         return ()
     names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "").split(",")]
     names = [n for n in names if n]
-    if not names:
-        # No exporter named: an OTLP endpoint alone turns tracing on, to it.
-        return ("otlp",) if any(environ.get(v, "").strip() for v in _OTLP_ENDPOINTS) else ()
-    if "none" in names:
+    if not names and any(environ.get(v, "").strip() for v in _OTLP_ENDPOINTS):
+        names = ["otlp"]  # no exporter named: an OTLP endpoint alone turns tracing on
+    if not names or "none" in names:
         return ()
     unknown = [n for n in names if n not in EXPORTERS]
     if unknown:
@@ -75,15 +74,12 @@ def exporters(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def from_environment(
-    services: Sequence[str], environ: Mapping[str, str] | None = None
-) -> Tracing | None:
+def from_environment(services: Sequence[str]) -> Tracing | None:
     """The process's tracing as the `OTEL_*` variables ask, or None when off (nothing
     imported then). `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`)
     names the process, else the `services` it runs. Raises `ConfigError` for an unknown
     exporter, or when the OpenTelemetry packages are not installed."""
-    environ = os.environ if environ is None else environ
-    wanted = exporters(environ)
+    wanted = exporters(os.environ)
     if not wanted:
         return None
     try:
@@ -122,7 +118,7 @@ def from_environment(
         provider.add_span_processor(BatchSpanProcessor(exporter))
     # Made global when nothing else was, so that spans a reaction makes itself (an HTTP
     # client's instrumentation) go to the same place, as children of the delivery's span.
-    if type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider":
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         trace.set_tracer_provider(provider)
     return Tracing(provider)
 
