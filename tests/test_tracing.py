@@ -285,16 +285,24 @@ class Traced:
         return None if state is None else str(state)
 
 
-@pytest.fixture
-async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def traced(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Traced]:
+    """The checkout's services in this process on a fresh embedded log, each on its own
+    fresh database (SQLite, PostgreSQL), traced into an in-memory exporter."""
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     from saga_registry.engine.tracing import Tracing
 
     registry = fresh_registry()
+    if request.param == "postgres":
+        # The session's template, with databases of this test's own.
+        template = request.getfixturevalue("pg_url")
+        db = template.replace("{service}", f"{uuid.uuid4().hex[:8]}_{{service}}")
+    else:
+        db = f"sqlite:///{tmp_path}/{{service}}.db"
     settings = Settings(
-        db=f"sqlite:///{tmp_path}/{{service}}.db",
+        db=db,
         runner=RunnerSettings(
             poll_timeout_s=0.05, max_attempts=3, backoff_s=0.01, backoff_max_s=0.02
         ),
