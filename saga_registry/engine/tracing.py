@@ -16,9 +16,11 @@ saga into its state is stored beside the state (`saga_state.traceparent`).
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +39,10 @@ EXPORTERS = ("otlp", "console")
 
 _OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+
+FLUSH_S = 2.0
+"""How long stopping waits for the queued spans to be exported: the flush blocks the
+event loop, and a collector that does not answer must not hold a stopping service."""
 
 Carrier = tuple[str, str]
 """A trace context as the events carry it: (traceparent, tracestate); empty: none."""
@@ -95,7 +101,9 @@ def from_environment(services: Sequence[str]) -> Tracing | None:
     resource = Resource.create()
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": ",".join(services) or "saga"}))
-    provider = TracerProvider(resource=resource)
+    # Shut down at exit by `_shutdown`, bounded, not by the SDK's own exit hook.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    atexit.register(_shutdown, provider)
     for name in wanted:
         exporter: SpanExporter
         if name == "console":
@@ -123,6 +131,21 @@ def from_environment(services: Sequence[str]) -> Tracing | None:
     return Tracing(provider)
 
 
+def _shutdown(provider: TracerProvider) -> None:
+    """Export what is left and stop the exporters, for at most `FLUSH_S`."""
+    _bounded(provider.shutdown, FLUSH_S)
+
+
+def _bounded(work: Callable[[], object], timeout_s: float) -> None:
+    """Run `work` for at most `timeout_s`, on a daemon thread left behind if it takes
+    longer. The SDK's flush and shutdown export in the calling thread and wait out the
+    exporter's timeout (10 s by default) for a collector that does not answer; a
+    stopping service must not, nor block its event loop that long."""
+    worker = threading.Thread(target=work, name="saga-otel-flush", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+
+
 def _one_line(span: Any) -> str:
     return str(span.to_json(indent=None)) + "\n"
 
@@ -145,10 +168,11 @@ class Tracing:
         kind `system` (`messaging_system`)."""
         return ServiceTracer(self.provider.get_tracer("saga_registry"), service, topic, system)
 
-    def flush(self) -> None:
-        """Export the spans ended so far (the SDK exports in the background, in batches;
-        at the process's exit it flushes and shuts its exporters down itself)."""
-        self.provider.force_flush()
+    def flush(self, timeout_s: float = FLUSH_S) -> None:
+        """Export the spans ended so far, waiting at most `timeout_s` (the SDK exports in
+        the background, in batches; at the process's exit what is left is exported,
+        within `FLUSH_S` too)."""
+        _bounded(self.provider.force_flush, timeout_s)
 
 
 class ServiceTracer:
