@@ -1,7 +1,11 @@
 """Events a service emits outside any reaction: a saga's first event (`initiates` in
 the registry) and the late answer of a deferred reaction (`ServiceBase.answer`). Each is
 written to the outbox in one transaction with the caller's effects, so once the call
-returns the event survives a crash."""
+returns the event survives a crash.
+
+Traced (`engine.tracing`), each gets a PRODUCER span covering its transaction and the
+hand-over to the relay, and the event carries that span's context: a saga's first event
+starts a trace (or joins the caller's current one), a late answer continues the saga's."""
 
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ from saga_registry.engine.errors import ForbiddenEmit
 from saga_registry.engine.service import Effects
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from saga_registry.engine.runner import ServiceRunner
+    from saga_registry.engine.tracing import SendSpan
 
 
 async def initiate(runner: ServiceRunner, event: Any, effects: Effects | None = None) -> Envelope:
@@ -33,14 +40,29 @@ async def initiate(runner: ServiceRunner, event: Any, effects: Effects | None = 
             f"{runner.name} may not initiate {kind}: the registry lets it "
             f"initiate {', '.join(sorted(runner.initiates)) or 'nothing'}"
         )
+    saga_id = event.saga_id()
+    span = None if runner.tracing is None else runner.tracing.produce(kind, saga_id, "initiate")
+    traceparent, tracestate = ("", "") if span is None else span.carrier
     env = Envelope.new(
-        type=kind, source=runner.source, saga_id=event.saga_id(), data=event.to_json()
+        type=kind,
+        source=runner.source,
+        saga_id=saga_id,
+        data=event.to_json(),
+        traceparent=traceparent,
+        tracestate=tracestate,
     )
-    async with runner.db.transaction() as conn:
-        if effects is not None:
-            await effects(conn)
-        row = await runner.write_outbox(conn, env, time.time())
-    runner.committed([row])
+    try:
+        async with runner.db.transaction() as conn:
+            if effects is not None:
+                await effects(conn)
+            row = await runner.write_outbox(conn, env, time.time())
+        runner.committed([row])
+    except BaseException as exc:
+        if span is not None:
+            span.failed(exc)
+        raise
+    if span is not None:
+        span.sent(env)
     return env
 
 
@@ -62,42 +84,68 @@ async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = No
     saga_id = event.saga_id()
     data = event.to_json()
     saga = tables.saga_state.c
-    async with runner.db.transaction() as conn:
-        row = (
-            await conn.execute(
-                select(saga.state, saga.correlation_id, saga.entered_by).where(
-                    saga.saga_id == saga_id
+    span: SendSpan | None = None
+    try:
+        async with runner.db.transaction() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        saga.state,
+                        saga.correlation_id,
+                        saga.entered_by,
+                        saga.traceparent,
+                        saga.tracestate,
+                    ).where(saga.saga_id == saga_id)
                 )
+            ).first()
+            if row is None:
+                raise ForbiddenEmit(f"{kind} for saga {saga_id}: {runner.name} never saw that saga")
+            if runner.tracing is not None:
+                # In the saga's trace, under the span that moved it into the state it
+                # waits in (the caller's own span, if any, is linked).
+                stored = (row.traceparent or "", row.tracestate or "")
+                span = runner.tracing.produce(kind, saga_id, "answer", stored)
+            await _still_waits(runner, conn, row.state, kind, saga_id)
+            traceparent, tracestate = ("", "") if span is None else span.carrier
+            env = Envelope.new(
+                type=kind,
+                source=runner.source,
+                saga_id=saga_id,
+                data=data,
+                correlation_id=row.correlation_id,
+                causation_id=row.entered_by,
+                traceparent=traceparent,
+                tracestate=tracestate,
             )
-        ).first()
-        if row is None:
-            raise ForbiddenEmit(f"{kind} for saga {saga_id}: {runner.name} never saw that saga")
-        if not runner.machine.decide(row.state, kind).allowed:
-            raise ForbiddenEmit(
-                f"{kind} for saga {saga_id} is too late: the saga is in state "
-                f"{row.state}, where {kind} does not apply"
-            )
-        if any(i in runner.deadlines.own for i, _ in runner.machine.deadlines_in(row.state)):
-            # Whoever deletes the timer row owns the saga's answer: this answer or the
-            # deadline, never both (PostgreSQL's row lock orders concurrent deletes).
-            taken = await conn.execute(
-                delete(tables.timers).where(tables.timers.c.saga_id == saga_id)
-            )
-            if not taken.rowcount:
-                raise ForbiddenEmit(
-                    f"{kind} for saga {saga_id} is too late: the saga no longer waits "
-                    "for it (its deadline fired, or it was answered already)"
-                )
-        env = Envelope.new(
-            type=kind,
-            source=runner.source,
-            saga_id=saga_id,
-            data=data,
-            correlation_id=row.correlation_id,
-            causation_id=row.entered_by,
-        )
-        if effects is not None:
-            await effects(conn)
-        queued = await runner.write_outbox(conn, env, time.time())
-    runner.committed([queued])
+            if effects is not None:
+                await effects(conn)
+            queued = await runner.write_outbox(conn, env, time.time())
+        runner.committed([queued])
+    except BaseException as exc:
+        if span is not None:
+            span.failed(exc)
+        raise
+    if span is not None:
+        span.sent(env)
     return env
+
+
+async def _still_waits(
+    runner: ServiceRunner, conn: AsyncConnection, state: str, kind: str, saga_id: str
+) -> None:
+    """Raise `ForbiddenEmit` unless the saga, in `state`, still waits for the answer
+    `kind`; take its pending deadline (in `conn`'s transaction) if it has one."""
+    if not runner.machine.decide(state, kind).allowed:
+        raise ForbiddenEmit(
+            f"{kind} for saga {saga_id} is too late: the saga is in state "
+            f"{state}, where {kind} does not apply"
+        )
+    if any(i in runner.deadlines.own for i, _ in runner.machine.deadlines_in(state)):
+        # Whoever deletes the timer row owns the saga's answer: this answer or the
+        # deadline, never both (PostgreSQL's row lock orders concurrent deletes).
+        taken = await conn.execute(delete(tables.timers).where(tables.timers.c.saga_id == saga_id))
+        if not taken.rowcount:
+            raise ForbiddenEmit(
+                f"{kind} for saga {saga_id} is too late: the saga no longer waits "
+                "for it (its deadline fired, or it was answered already)"
+            )

@@ -26,6 +26,7 @@ from saga_registry.engine.runner import ServiceRunner
 from saga_registry.engine.service import ServiceBase
 from saga_registry.engine.signing import Keyring
 from saga_registry.engine.timers import DeadlineTimers
+from saga_registry.engine.tracing import Tracing, from_environment, messaging_system
 from saga_registry.registry import CodegenError, load_registry
 from saga_registry.registry.errors import problem_line
 from saga_registry.registry.model import Registry
@@ -51,11 +52,18 @@ class Application:
     """The services named in `settings` (all of the registry's if none), on one bus."""
 
     def __init__(
-        self, settings: Settings, registry: Registry | None = None, bus: Bus | None = None
+        self,
+        settings: Settings,
+        registry: Registry | None = None,
+        bus: Bus | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.bus = bus
+        self.tracing = tracing
+        """The services' spans (`engine.tracing`): given, else as the standard `OTEL_*`
+        variables ask at `start`; None: not traced."""
         self.metrics = Metrics()
         self.services: list[RunningService] = []
         self.metrics_server: MetricsServer | None = None
@@ -71,6 +79,9 @@ class Application:
                 raise ConfigError(problem_line(self.settings.registry, exc)) from None
         reg = self.registry
         names = self.settings.services or tuple(s.name for s in reg.services)
+        if self.tracing is None:
+            # Before anything connects: a wrong OTEL_* setting is one line, at once.
+            self.tracing = from_environment(names)
         types = event_types(self.settings.package)
         instances = load_services(
             reg,
@@ -101,6 +112,9 @@ class Application:
             )
             self.services.append(RunningService(service, runner, relay, DeadlineTimers(runner), db))
             runner.codec.keyring = keyring
+            if self.tracing is not None:
+                system = messaging_system(self.bus)
+                runner.tracing = self.tracing.for_service(name, runner.topic, system)
             runner.owner = await claim(db, self.bus, name, runner.group, runner.topic)
         if self.settings.metrics_port is not None:
             self._serve_metrics(self.settings.metrics_address, self.settings.metrics_port)
@@ -177,6 +191,9 @@ class Application:
         self.services.clear()
         if self.bus is not None:
             await self.bus.stop()
+        if self.tracing is not None:
+            # What is queued goes out now; the SDK shuts the exporters down at exit.
+            self.tracing.flush()
 
 
 def _keyring(registry: Registry, names: Sequence[str]) -> Keyring:

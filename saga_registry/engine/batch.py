@@ -15,6 +15,11 @@ written) and go through the one-by-one path, which retries, dead-letters and par
 failure can neither lose nor double-apply the deliveries around it. Infrastructure errors
 (database, bus) propagate as before: nothing is committed, the offsets are not, and the
 consumer resubscribes.
+
+Traced (`engine.tracing`), each delivery gets its span when it is applied; a batch's spans
+end only once the batch committed. A batch that rolls back leaves its spans unended, and
+an unended span is never exported: the deliveries' spans are those of the one-by-one
+path, so no delivery has two spans that both claim to have applied it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from saga_registry.engine import rows
+from saga_registry.engine import rows, tables
 from saga_registry.engine.bus import Delivery, next_offsets
 from saga_registry.engine.deadletter import passes_by
 from saga_registry.engine.deadlines import PendingTimers
@@ -36,6 +42,7 @@ from saga_registry.engine.parking import Parked, is_letter_copy, is_parked
 
 if TYPE_CHECKING:
     from saga_registry.engine.runner import ServiceRunner
+    from saga_registry.engine.tracing import DeliverySpan
 
 
 log = logging.getLogger("saga.runner")
@@ -47,12 +54,14 @@ class NeedsOneByOne(Exception):
 
 async def apply_batch(
     runner: ServiceRunner, batch: Sequence[Delivery], positions: Sequence[Delivery]
-) -> Applied:
+) -> BatchApplied:
     """Apply `batch` in one transaction of `runner`'s database, which also raises the
     database's marks past `positions` (the batch and what was passed around it);
-    returns the outcome of each delivery (applied, duplicate, skipped) and the outbox
-    rows written. Raises `NeedsOneByOne` (nothing written) when a delivery needs the
-    one-by-one path; a reaction's own error propagates, likewise with nothing written."""
+    returns the outcome of each delivery (applied, duplicate, skipped), the outbox
+    rows written and, when traced, each delivery's span, for the caller to end once
+    it handed the rows to the relay. Raises `NeedsOneByOne` (nothing written) when a
+    delivery needs the one-by-one path; a reaction's own error propagates, likewise
+    with nothing written."""
     limit = runner.settings.max_record_bytes
     if any(d.record.size() > limit for d in batch):
         raise NeedsOneByOne  # dead-lettered there, unread
@@ -62,10 +71,11 @@ async def apply_batch(
         items = [(d, *runner.codec.read(d)) for d in batch]
     except BadEnvelope:
         raise NeedsOneByOne from None
+    spans = None if runner.tracing is None else runner.tracing.consume_all(items)
     async with runner.db.transaction() as conn:
-        applied = await apply_items(runner, conn, items)
+        outcomes, emitted = await apply_items(runner, conn, items, spans=spans)
         await rows.raise_marks(conn, next_offsets(positions))
-    return applied
+    return outcomes, emitted, spans
 
 
 Item = tuple[Delivery, Envelope, Any]
@@ -75,9 +85,17 @@ Applied = tuple[list[str], list[dict[str, Any]]]
 """Each delivery's outcome, and the outbox rows written (to hand to the relay once
 the transaction commits)."""
 
+BatchApplied = tuple[list[str], list[dict[str, Any]], "list[DeliverySpan] | None"]
+"""`Applied`, and each delivery's span when traced."""
+
 
 async def apply_items(
-    runner: ServiceRunner, conn: AsyncConnection, items: Sequence[Item], *, alone: bool = False
+    runner: ServiceRunner,
+    conn: AsyncConnection,
+    items: Sequence[Item],
+    *,
+    alone: bool = False,
+    spans: Sequence[DeliverySpan] | None = None,
 ) -> Applied:
     """Apply decoded deliveries in order inside `conn`'s transaction: for each, its inbox
     row (or a skip: duplicate, not allowed), its saga's new state, its reaction's writes
@@ -87,7 +105,10 @@ async def apply_items(
     The one implementation of a delivery, for a poll batch and for one delivery `alone`
     (the one-by-one path, with its retries). A parked saga raises `NeedsOneByOne` for a
     batch; `alone`, `Parked` (and a replayed copy of the event the saga waits for goes
-    through, see `engine.parking`)."""
+    through, see `engine.parking`).
+
+    `spans` (traced): each item's span, given the saga's states and the context for what
+    its reaction emits; the spans that moved a saga are stored with its state."""
     now = time.time()
     sagas = list({env.saga_id for _, env, _ in items})
     ids = list({env.id for _, env, _ in items})
@@ -111,7 +132,8 @@ async def apply_items(
     entered: dict[str, str] = {}
     correlation: dict[str, str] = {}
     timers = PendingTimers()
-    for delivery, env, event in items:
+    traced: dict[str, DeliverySpan] = {}
+    for n, (delivery, env, event) in enumerate(items):
         if (env.id, env.source) in seen:
             skipped_rows.append(skip_row(env, delivery, None, "duplicate", now))
             outcomes.append("duplicate")
@@ -119,6 +141,9 @@ async def apply_items(
         seen.add((env.id, env.source))
         inbox_rows.append(inbox_row(env, delivery, now))
         step = runner.machine.decide(states.get(env.saga_id), env.type)
+        span = None if spans is None else spans[n]
+        if span is not None:
+            span.moved(step.source, step.target)
         if step.target is None:
             skipped_rows.append(skip_row(env, delivery, step.source, "not_allowed", now))
             log_not_allowed(runner.name, env, step.source)
@@ -128,8 +153,10 @@ async def apply_items(
             correlation[env.saga_id] = env.correlation_id
         states[env.saga_id] = step.target
         entered[env.saga_id] = env.id
+        if span is not None:
+            traced[env.saga_id] = span
         moved.add(env.saga_id)
-        emitted = await runner.react(conn, env, event, step)
+        emitted = await runner.react(conn, env, event, step, span)
         if emitted is not None:
             outbox_rows.append(runner.outbox_row(emitted, now))
         await runner.deadlines.arm(conn, env.saga_id, step, emitted, timers)
@@ -144,10 +171,32 @@ async def apply_items(
     )
     await rows.update_states(conn, ((s, states[s], now, entered[s]) for s in moved if s in stored))
     await rows.insert_outbox(conn, outbox_rows)
+    if traced:
+        await store_trace(conn, {s: traced[s].carrier for s in moved})
     # Last, timed now: a deadline counts from the commit, not from the batch's start
     # (the reactions before may have taken seconds).
     await timers.write(conn)
     return outcomes, outbox_rows
+
+
+_STORE_TRACE = (
+    update(tables.saga_state)
+    .where(tables.saga_state.c.saga_id == bindparam("saga"))
+    .values(traceparent=bindparam("parent"), tracestate=bindparam("vendor"))
+)
+
+
+async def store_trace(conn: AsyncConnection, carriers: dict[str, tuple[str, str]]) -> None:
+    """Store, beside each saga's state, the trace context of the span that moved it there
+    (`engine.tracing`: a deadline or a deferred answer given in that state continues it)."""
+    if carriers:
+        await conn.execute(
+            _STORE_TRACE,
+            [
+                {"saga": s, "parent": p or None, "vendor": v or None}
+                for s, (p, v) in carriers.items()
+            ],
+        )
 
 
 def inbox_row(env: Envelope, delivery: Delivery, now: float) -> dict[str, Any]:

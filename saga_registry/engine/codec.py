@@ -72,9 +72,12 @@ class EventCodec:
             )
         return event
 
-    def emitted_envelope(self, cause: Envelope, emitted: Any) -> Envelope | None:
+    def emitted_envelope(
+        self, cause: Envelope, emitted: Any, trace: tuple[str, str] | None = None
+    ) -> Envelope | None:
         """The envelope of what a reaction to `cause` returned (None for nothing);
-        raises `ForbiddenEmit` if the registry does not allow it."""
+        raises `ForbiddenEmit` if the registry does not allow it. `trace` is the
+        (traceparent, tracestate) of the span that handled `cause`, when traced."""
         allowed = self.reactions.get(cause.type, ())
         if emitted is None:
             if allowed and cause.type not in self.deferring:
@@ -94,12 +97,15 @@ class EventCodec:
                 f"{self.service} emitted {kind} for saga {emitted.saga_id()!r} "
                 f"while handling saga {cause.saga_id!r}"
             )
+        traceparent, tracestate = trace or ("", "")
         return Envelope.new(
             type=kind,
             source=self.source,
             saga_id=cause.saga_id,
             data=emitted.to_json(),
             cause=cause,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
 
     def record_of(self, env: Envelope) -> Record:

@@ -5,12 +5,15 @@ The engine writes the binary content mode: attributes travel as `ce_*` headers, 
 payload as the JSON record value (`content-type: application/json`), and the saga id as
 the record key (also `ce_partitionkey`, the CloudEvents partitioning extension). Two
 extensions carry the chain of cause: `ce_correlationid` (the saga's first event) and
-`ce_causationid` (the event this one reacted to).
+`ce_causationid` (the event this one reacted to). The Distributed Tracing extension
+carries the OpenTelemetry trace context, `ce_traceparent` and `ce_tracestate` (W3C Trace
+Context), optional: an event without them is valid and starts no trace of its own.
 
 It reads the structured content mode too: `content-type: application/cloudevents+json`
 and the whole event as one JSON object in the value (`specversion`, `id`, `source`,
-`type`, `time`, `datacontenttype`, `partitionkey`, `correlationid`, `causationid`, and
-`data` as a JSON value or `data_base64`). Any Kafka client in any language can produce a
+`type`, `time`, `datacontenttype`, `partitionkey`, `correlationid`, `causationid`,
+`traceparent`, `tracestate`, and `data` as a JSON value or `data_base64`), and writes it
+for whoever asks (`to_structured_record`). Any Kafka client in any language can produce a
 valid record either way.
 """
 
@@ -42,6 +45,8 @@ _TEXT_ATTRIBUTES = (
     "partitionkey",
     "correlationid",
     "causationid",
+    "traceparent",
+    "tracestate",
 )
 """The attributes read from a structured event: each must be a JSON string if present."""
 _RFC3339 = re.compile(
@@ -62,6 +67,11 @@ class Envelope:
     time: str
     correlation_id: str
     causation_id: str | None = None
+    traceparent: str = ""
+    """The trace context of the span that emitted this event (W3C `traceparent`); empty:
+    none. Not covered by a signature: it changes per hop (`engine.signing`)."""
+    tracestate: str = ""
+    """The vendor part of the trace context (W3C `tracestate`); empty: none."""
 
     @classmethod
     def new(
@@ -74,6 +84,8 @@ class Envelope:
         cause: Envelope | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        traceparent: str = "",
+        tracestate: str = "",
     ) -> Envelope:
         """A fresh envelope. `cause` is the event being reacted to, if any: the new event
         takes its correlation id and names it as its causation.
@@ -81,12 +93,18 @@ class Envelope:
         Without a `cause` in hand (a deferred answer, a deadline event), `correlation_id`
         and `causation_id` give the chain explicitly: the saga's correlation id and the
         event that led to this one. Giving both a `cause` and either of them is an error.
-        Without any, the event starts a chain of its own: its id is its correlation id."""
+        Without any, the event starts a chain of its own: its id is its correlation id.
+
+        `traceparent` and `tracestate` are the trace context of the span emitting it;
+        without them an event caused by `cause` carries the cause's on, so that a trace
+        passes through a service that does not trace."""
         if cause is not None and (correlation_id is not None or causation_id is not None):
             raise ValueError("give either cause or correlation_id/causation_id, not both")
         event_id = str(uuid.uuid4())
         if cause is not None:
             correlation_id, causation_id = cause.correlation_id, cause.id
+            if not traceparent:
+                traceparent, tracestate = cause.traceparent, cause.tracestate
         return cls(
             id=event_id,
             type=type,
@@ -96,6 +114,8 @@ class Envelope:
             time=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             correlation_id=correlation_id or event_id,
             causation_id=causation_id,
+            traceparent=traceparent,
+            tracestate=tracestate if traceparent else "",
         )
 
     def to_record(self, topic: str) -> Record:
@@ -113,7 +133,40 @@ class Envelope:
             headers.insert(4, ("ce_time", self.time.encode()))
         if self.causation_id:
             headers.append(("ce_causationid", self.causation_id.encode()))
+        if self.traceparent:
+            headers.append(("ce_traceparent", self.traceparent.encode()))
+            if self.tracestate:
+                headers.append(("ce_tracestate", self.tracestate.encode()))
         return Record(topic, self.saga_id.encode(), self.data, tuple(headers))
+
+    def to_structured_record(self, topic: str) -> Record:
+        """This envelope as a Kafka-structured-mode record on `topic`: the whole event as
+        one JSON object in the value, its data as a JSON value (`data_base64` if the data
+        is not JSON). `from_record` reads it as this envelope."""
+        event: dict[str, Any] = {
+            "specversion": SPEC_VERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "datacontenttype": CONTENT_TYPE,
+            "partitionkey": self.saga_id,
+            "correlationid": self.correlation_id,
+        }
+        optional = {
+            "time": self.time,
+            "causationid": self.causation_id,
+            "traceparent": self.traceparent,
+            "tracestate": self.tracestate,
+        }
+        event.update((name, value) for name, value in optional.items() if value)
+        if self.data:
+            try:
+                event["data"] = json.loads(self.data)
+            except ValueError:  # not JSON text: carried as bytes
+                event["data_base64"] = base64.b64encode(self.data).decode()
+        value = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = (("content-type", STRUCTURED_CONTENT_TYPE.encode()),)
+        return Record(topic, self.saga_id.encode(), value, headers)
 
     @classmethod
     def from_record(cls, record: Record) -> Envelope:
@@ -156,6 +209,8 @@ class Envelope:
             time=headers.get("ce_time", ""),
             correlation_id=headers.get("ce_correlationid") or headers["ce_id"],
             causation_id=headers.get("ce_causationid") or None,
+            traceparent=headers.get("ce_traceparent", ""),
+            tracestate=headers.get("ce_tracestate", "") if headers.get("ce_traceparent") else "",
         )
 
     @classmethod
@@ -199,6 +254,8 @@ class Envelope:
             time=text.get("time", ""),
             correlation_id=text.get("correlationid") or text["id"],
             causation_id=text.get("causationid") or None,
+            traceparent=text.get("traceparent", ""),
+            tracestate=text.get("tracestate", "") if text.get("traceparent") else "",
         )
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -47,6 +47,9 @@ from saga_registry.engine.reaction import DeliveryContext, inside_reaction, outs
 from saga_registry.engine.relay import OutboxRow
 from saga_registry.engine.service import Effects, ServiceBase
 from saga_registry.registry.model import Registry
+
+if TYPE_CHECKING:
+    from saga_registry.engine.tracing import DeliverySpan, ServiceTracer
 
 log = logging.getLogger("saga.runner")
 
@@ -123,6 +126,8 @@ class ServiceRunner:
         """The consumer's subscription while it has one (for its lag, `engine.prometheus`)."""
         self.owner: Owner | None = None
         """The database as the owner of the group's offsets (`custody`), if checked."""
+        self.tracing: ServiceTracer | None = None
+        """This service's spans when the process traces (`engine.tracing`); None: off."""
         # Generated bases subclass ServiceBase; a class written by hand may not, and
         # then has no `answer` to give.
         if isinstance(service, ServiceBase):
@@ -164,7 +169,7 @@ class ServiceRunner:
             return 0
         if self.settings.batch_transactions and len(needed) > 1:
             try:
-                outcomes, emitted = await apply_batch(self, needed, [*passed, *batch])
+                outcomes, emitted, spans = await apply_batch(self, needed, [*passed, *batch])
             except asyncio.CancelledError:
                 raise
             except _INFRASTRUCTURE:
@@ -177,6 +182,9 @@ class ServiceRunner:
                 )
             else:
                 self._on_committed(emitted)
+                if spans is not None:
+                    for span, outcome in zip(spans, outcomes, strict=True):
+                        span.end(outcome)
                 self.metrics.delivered(self.name, zip(needed, outcomes, strict=True), time.time())
                 return len(needed)
         for delivery in needed:
@@ -203,28 +211,36 @@ class ServiceRunner:
             too_large = BadEnvelope(
                 f"record of {size} bytes exceeds the limit of {self.settings.max_record_bytes}"
             )
-            await self._dead_letter(delivery, too_large, attempts=0, keep_bytes=_KEEP_BYTES)
+            await self._dead_letter(
+                delivery, too_large, 0, keep_bytes=_KEEP_BYTES, span=self._span(delivery, None)
+            )
             return "dead"
         try:
             envelope, event = self.codec.read(delivery)
         except BadEnvelope as exc:
-            await self._dead_letter(delivery, exc, attempts=0)
+            await self._dead_letter(delivery, exc, 0, span=self._span(delivery, None))
             return "dead"
+        # One span for every attempt: an attempt that fails is an event of it; one cut
+        # short by an outage is never ended (so never exported), and the delivery comes again.
+        span = None if self.tracing is None else self.tracing.consume(delivery, envelope)
+        spans = None if span is None else [span]
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self.db.transaction() as conn:
                     (outcome,), emitted = await apply_items(
-                        self, conn, [(delivery, envelope, event)], alone=True
+                        self, conn, [(delivery, envelope, event)], alone=True, spans=spans
                     )
                 self._on_committed(emitted)
                 self.metrics.delivered(self.name, [(delivery, outcome)], time.time())
+                if span is not None:
+                    span.end(outcome)
                 return outcome
             except asyncio.CancelledError:
                 raise
             except Parked as exc:
-                await self._dead_letter(delivery, exc, attempts=0)
+                await self._dead_letter(delivery, exc, attempts=0, span=span)
                 await hold(self.db, envelope, delivery)
                 return "dead"
             except _INFRASTRUCTURE as exc:
@@ -237,11 +253,17 @@ class ServiceRunner:
                 if attempt >= self.settings.max_attempts:
                     await self._dead_letter(delivery, exc, attempts=attempt)
                     await park(self.db, envelope, exc)
+                    if span is not None:
+                        span.dead_lettered(exc, attempt)
+                        span.parked(exc)
+                        span.end("dead")
                     return "dead"
                 delay = min(
                     self.settings.backoff_s * 2 ** (attempt - 1), self.settings.backoff_max_s
                 )
                 self.metrics.inc("retried", self.name, event_type=envelope.type)
+                if span is not None:
+                    span.retried(exc, attempt)
                 await asyncio.sleep(delay)
 
     @property
@@ -256,11 +278,17 @@ class ServiceRunner:
         self._handlers[event_type] = wrap(self._handlers[event_type])
 
     async def react(
-        self, conn: AsyncConnection, env: Envelope, event: Any, step: Step
+        self,
+        conn: AsyncConnection,
+        env: Envelope,
+        event: Any,
+        step: Step,
+        span: DeliverySpan | None = None,
     ) -> Envelope | None:
         """Run this service's reaction to `env`, which made `step`, if it has one, inside
         `conn`'s transaction; returns the envelope of what it emits (checked, not yet
-        written to the outbox)."""
+        written to the outbox). Traced, the reaction runs with `span` current and what it
+        emits carries `span`'s context."""
         handler = self._handlers.get(env.type)
         if handler is None:
             return None
@@ -269,10 +297,14 @@ class ServiceRunner:
         context = DeliveryContext(env.saga_id, env.id, self.name, conn, state, deadlines)
         started = time.perf_counter() if self.metrics.timed else 0.0
         with inside_reaction(f"{self.name}'s reaction to {env.type}"):
-            emitted = await handler(event, context)
+            if span is None:
+                emitted = await handler(event, context)
+            else:
+                with span.current():
+                    emitted = await handler(event, context)
         if started:
             self.metrics.reaction(self.name, env.type, time.perf_counter() - started)
-        return self.codec.emitted_envelope(env, emitted)
+        return self.codec.emitted_envelope(env, emitted, None if span is None else span.carrier)
 
     async def initiate(self, event: Any, effects: Effects | None = None) -> Envelope:
         """Emit `event` outside any reaction: see `engine.answers.initiate`."""
@@ -324,9 +356,18 @@ class ServiceRunner:
             "sent_at": None,
         }
 
+    def _span(self, delivery: Delivery, envelope: Envelope | None) -> DeliverySpan | None:
+        return None if self.tracing is None else self.tracing.consume(delivery, envelope)
+
     async def _dead_letter(
-        self, delivery: Delivery, exc: BaseException, attempts: int, keep_bytes: int | None = None
+        self,
+        delivery: Delivery,
+        exc: BaseException,
+        attempts: int,
+        keep_bytes: int | None = None,
+        span: DeliverySpan | None = None,
     ) -> None:
+        """Publish `delivery` to the dead-letter topic; end `span` so, if given."""
         record = dead_letter(
             delivery, self.dead_letter_topic, self.name, exc, attempts, keep_bytes=keep_bytes
         )
@@ -341,6 +382,9 @@ class ServiceRunner:
             one_line(exc),
             extra={**fields(self.name, delivery), "error": f"{type(exc).__name__}: {exc}"},
         )
+        if span is not None:
+            span.dead_lettered(exc, attempts)
+            span.end("dead")
 
 
 # What a dead-lettered oversized record keeps: enough to see what it was, small enough for

@@ -6,7 +6,9 @@ Opt-in per registry (`saga.signed_events: true`). The header `saga_signature` ho
 event's identity and content: `ce_id`, `ce_source`, `ce_type`, `ce_time`,
 `ce_correlationid`, `ce_causationid`, the record key and the value, each length-prefixed.
 Routing headers the engine adds later (a replay's marks) are not covered, so a replayed
-event keeps its signature.
+event keeps its signature. Nor is the trace context (`ce_traceparent`, `ce_tracestate`):
+it says where an event sits in a trace, not what it says or who made it, and a tracing
+proxy or broker plug-in may rewrite it on the way.
 
 Keys are per service, several per service for rotation: the first is the one it signs
 with, any of them verifies. They come from a JSON object, in the file named by

@@ -73,6 +73,11 @@ saga_state = Table(
     # answer given in that state.
     Column("entered_by", String(128), nullable=True),
     Column("started_at", Float, nullable=True),
+    # The trace context of the span that moved the saga into `state` (W3C traceparent and
+    # tracestate), written only while tracing is on: a deadline's event and a deferred
+    # answer given in that state are its children, so the saga stays one trace.
+    Column("traceparent", String(64), nullable=True),
+    Column("tracestate", String(512), nullable=True),
 )
 """This service's copy of each saga's state (all services apply the same ordered log)."""
 

@@ -4,6 +4,9 @@ A runner arms a timer in the same transaction that moves a saga into a state wit
 deadline; this loop fires due timers. Timers live in the database, so a deadline fires
 after a restart too. Firing re-checks the saga's state in the same transaction: a saga
 that moved on meanwhile only loses its timer.
+
+Traced (`engine.tracing`), each deadline event gets a PRODUCER span in the saga's trace,
+under the span that moved the saga into the state it stayed in too long.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
 from saga_registry.engine import tables
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.runner import ServiceRunner
+
+if TYPE_CHECKING:
+    from saga_registry.engine.tracing import SendSpan
 
 log = logging.getLogger("saga.timers")
 
@@ -48,6 +54,9 @@ class DeadlineTimers:
         t = tables.timers
         now = time.time() if now is None else now
         emitted: list[dict[str, Any]] = []
+        # Each fired deadline's span and event, ended once committed; if the transaction
+        # fails they are never ended, so never exported (the next pass fires them again).
+        spans: list[tuple[SendSpan, Envelope]] = []
         async with r.db.transaction() as conn:
             due = (
                 await conn.execute(
@@ -82,9 +91,13 @@ class DeadlineTimers:
                 saga = tables.saga_state.c
                 row = (
                     await conn.execute(
-                        select(saga.state, saga.correlation_id, saga.entered_by).where(
-                            saga.saga_id == timer.saga_id
-                        )
+                        select(
+                            saga.state,
+                            saga.correlation_id,
+                            saga.entered_by,
+                            saga.traceparent,
+                            saga.tracestate,
+                        ).where(saga.saga_id == timer.saga_id)
                     )
                 ).first()
                 if row is None or row.state != timer.state:
@@ -98,6 +111,11 @@ class DeadlineTimers:
                     int(timer.saga_id) if key_field.type == "integer" else timer.saga_id
                 )
                 event = r.event_types[deadline.emit].from_dict(payload)
+                span = None
+                if r.tracing is not None:
+                    stored = (row.traceparent or "", row.tracestate or "")
+                    span = r.tracing.produce(deadline.emit, timer.saga_id, "deadline", stored)
+                traceparent, tracestate = ("", "") if span is None else span.carrier
                 env = Envelope.new(
                     type=deadline.emit,
                     source=f"{r.source}/deadline",
@@ -107,8 +125,12 @@ class DeadlineTimers:
                     # saga into the state it stayed in too long.
                     correlation_id=row.correlation_id,
                     causation_id=row.entered_by,
+                    traceparent=traceparent,
+                    tracestate=tracestate,
                 )
                 emitted.append(await r.write_outbox(conn, env, now))
+                if span is not None:
+                    spans.append((span, env))
                 log.info(
                     "%s: deadline: saga %s stayed %.3gs in %s, emitted %s",
                     r.name,
@@ -118,6 +140,8 @@ class DeadlineTimers:
                     deadline.emit,
                 )
         r.committed(emitted)
+        for span, env in spans:
+            span.sent(env)
         fired = len(emitted)
         if fired:
             r.metrics.inc("deadlines_fired", r.name, fired)
