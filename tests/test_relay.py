@@ -176,3 +176,35 @@ async def test_rows_published_while_a_mark_runs_are_marked_too(bus: Bus, db: Dat
     await _until(marked, 3)
     stop.set()
     await running
+
+
+async def test_a_poll_that_read_a_row_before_its_mark_committed_does_not_publish_it_again(
+    db: Database, bus: Bus
+) -> None:
+    """The mark of published rows may commit while a poll's read of the outbox is still
+    closing (another connection of the pool, on PostgreSQL): the poll saw the row unsent,
+    and by the time it filters, the mark has released the row's claim."""
+    relay = OutboxRelay(db, bus)
+    await _queue(db, 1)
+    assert await relay.relay_once() == 1  # published, claimed, not marked yet
+    assert relay._marking is not None
+    relay._marking.cancel()  # the mark is made to run at the worst moment instead
+    plain = db.transaction
+    raced = False
+
+    @contextlib.asynccontextmanager
+    async def racing() -> AsyncIterator[Any]:
+        nonlocal raced
+        async with plain() as conn:
+            yield conn
+        if not raced:
+            raced = True
+            await relay.flush()  # the mark commits and releases the claim
+
+    db.transaction = racing  # type: ignore[method-assign]
+    try:
+        assert await relay.relay_once() == 0
+    finally:
+        db.transaction = plain  # type: ignore[method-assign]
+    assert raced and len(await _published(bus)) == 1
+    assert await _unsent(db) == 0

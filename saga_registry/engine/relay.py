@@ -78,6 +78,9 @@ class OutboxRelay:
         self._running = False
         self._unmarked: list[str] = []
         """Published, not yet marked sent (`_mark`)."""
+        self._released: set[str] = set()
+        """Claims released since the running poll began: marked sent, though that poll's
+        read may have seen them unsent."""
         self._marking: asyncio.Task[None] | None = None
 
     def committed(self, rows: Sequence[OutboxRow]) -> None:
@@ -144,11 +147,11 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of the unsent rows nobody has claimed; returns how many."""
+        self._released = set()
         async with self.db.transaction() as conn:
             rows = (await conn.execute(_UNSENT, {"limit": self.batch})).all()
-        polled = [
-            (r.event_id, record_of(r._mapping)) for r in rows if r.event_id not in self._claimed
-        ]
+        taken = self._claimed | self._released
+        polled = [(r.event_id, record_of(r._mapping)) for r in rows if r.event_id not in taken]
         if not polled:
             return 0
         self._claimed.update(i for i, _ in polled)
@@ -189,3 +192,4 @@ class OutboxRelay:
             # Unmarked (the database failed after the publish), a row is published again
             # by a later poll: a duplicate copy, which consumers drop.
             self._claimed.difference_update(ids)
+            self._released.update(ids)
