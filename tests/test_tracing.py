@@ -46,6 +46,7 @@ from saga_registry.engine.tracing import exporters
 from saga_registry.registry import Registry, load_registry
 from tests.helpers import CHECKOUT, ROOT
 from tests.runtime_kit import fresh_registry
+from tests.test_observability import free_port, scrape, series
 from tests.test_saga_run import make_project, place, start, wait_terminal
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -606,7 +607,7 @@ def console_spans(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def test_one_process_per_service_on_kafka_gives_one_trace_per_saga(
+def test_one_process_per_service_on_kafka_gives_one_trace_per_saga_and_metrics_of_it(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
     tag = uuid.uuid4().hex[:8]
@@ -641,11 +642,12 @@ def test_one_process_per_service_on_kafka_gives_one_trace_per_saga(
     # Files, not pipes: a service blocked writing into a full pipe would never stop.
     outs = {name: (tmp_path / f"{name}.out").open("w") for name in SERVICES}
     errs = {name: (tmp_path / f"{name}.err").open("w") for name in SERVICES}
+    ports = {name: free_port() for name in SERVICES}
     procs = {
         name: subprocess.Popen(
             [sys.executable, "-m", "saga_registry", "run", name],
             cwd=ROOT,
-            env=traced,
+            env={**traced, "SAGA_METRICS_PORT": str(ports[name])},
             stdout=outs[name],
             stderr=errs[name],
             text=True,
@@ -672,6 +674,20 @@ def test_one_process_per_service_on_kafka_gives_one_trace_per_saga(
                     archived = conn.execute(query, (oid,)).fetchone() is not None
             time.sleep(0.3)
         assert archived, "the order was not archived"
+        # Each service's /metrics counts what its database holds: a delivery applied
+        # per inbox row (once every service has caught up).
+        settle = time.monotonic() + 60
+        for name in SERVICES:
+            while True:
+                applied = series(
+                    scrape(ports[name]), "saga_deliveries_total", service=name, outcome="applied"
+                )
+                with sqlite3.connect(tmp_path / f"{name.lower()}.db", timeout=30) as conn:
+                    (inbox,) = conn.execute("SELECT count(*) FROM saga_inbox").fetchone()
+                if sum(applied.values()) == inbox or time.monotonic() > settle:
+                    break
+                time.sleep(0.3)
+            assert sum(applied.values()) == inbox, (name, applied, inbox)
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGTERM)

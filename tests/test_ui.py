@@ -222,6 +222,12 @@ def test_the_checkout_in_the_browser(tmp_path: Path, browser: Any) -> None:
         assert events[0] == "OrderCreated"
         assert events == traced(ROOT, db, bus, saga_id)
         page.screenshot(path=str(shots(tmp_path) / "checkout-timeline.png"), full_page=True)
+        page.goto(f"{url}/#/sagas")
+        page.wait_for_selector(f'tr[data-saga="{saga_id}"]')
+        page.goto(f"{url}/#/dead-letters")
+        page.wait_for_function(
+            "document.getElementById('dlq-count').textContent.startsWith('0 dead letter')"
+        )
         assert errors == []
     finally:
         stop(ui)
