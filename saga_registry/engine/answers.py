@@ -83,21 +83,10 @@ async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = No
         )
     saga_id = event.saga_id()
     data = event.to_json()
-    saga = tables.saga_state.c
     span: SendSpan | None = None
     try:
         async with runner.db.transaction() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        saga.state,
-                        saga.correlation_id,
-                        saga.entered_by,
-                        saga.traceparent,
-                        saga.tracestate,
-                    ).where(saga.saga_id == saga_id)
-                )
-            ).first()
+            row = await saga_row(conn, saga_id)
             if row is None:
                 raise ForbiddenEmit(f"{kind} for saga {saga_id}: {runner.name} never saw that saga")
             if runner.tracing is not None:
@@ -128,6 +117,17 @@ async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = No
     if span is not None:
         span.sent(env)
     return env
+
+
+async def saga_row(conn: AsyncConnection, saga_id: str) -> Any:
+    """What an event emitted outside a reaction (a late answer, a deadline's) takes from
+    its saga's stored state: `state`, `correlation_id`, `entered_by` (the event that moved
+    it there: the cause) and the trace context stored with it; None if no such saga."""
+    saga = tables.saga_state.c
+    query = select(
+        saga.state, saga.correlation_id, saga.entered_by, saga.traceparent, saga.tracestate
+    ).where(saga.saga_id == saga_id)
+    return (await conn.execute(query)).first()
 
 
 async def _still_waits(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from saga_registry.engine import tables
+from saga_registry.engine.answers import saga_row
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.runner import ServiceRunner
 
@@ -88,18 +89,7 @@ class DeadlineTimers:
                         timer.state,
                     )
                     continue
-                saga = tables.saga_state.c
-                row = (
-                    await conn.execute(
-                        select(
-                            saga.state,
-                            saga.correlation_id,
-                            saga.entered_by,
-                            saga.traceparent,
-                            saga.tracestate,
-                        ).where(saga.saga_id == timer.saga_id)
-                    )
-                ).first()
+                row = await saga_row(conn, timer.saga_id)
                 if row is None or row.state != timer.state:
                     continue
                 deadline = deadlines[timer.deadline]
