@@ -115,6 +115,7 @@ def test_init_makes_a_blank_project_that_validates_checks_and_passes(tmp_path: P
     pyproject = (project / "pyproject.toml").read_text()
     # (These tests run on an engine installed from its folder: pip recorded where.)
     assert f'dependencies = ["saga-registry @ {ROOT.as_uri()}"]' in pyproject, pyproject
+    assert f'otel = ["saga-registry[otel] @ {ROOT.as_uri()}"]' in pyproject, pyproject
 
 
 def test_init_refuses_a_folder_that_is_not_empty(tmp_path: Path) -> None:

@@ -90,6 +90,7 @@ def init(directory: Path, example: str) -> None:
             "title": reg.title or reg.name,
             "engine": engine_requirement(),
             "engine_testing": engine_requirement("testing"),
+            "engine_otel": engine_requirement("otel"),
             "first_event": event.name,
             # A payload of the example's first event, for its README's `saga start` line.
             "first_data": (scaffold / "samples" / f"{example}.json").read_text("utf-8").strip(),
