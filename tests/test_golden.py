@@ -30,6 +30,7 @@ CHECKOUT_TESTS = {
     "test_chaos.py",
     "test_checkout.py",
     "test_checkout_processes.py",
+    "test_checkout_tracing.py",
     "test_demo.py",
     "test_outcomes.py",
     "test_registries.py",

@@ -1,7 +1,8 @@
 """OpenTelemetry tracing (`saga_registry.engine.tracing`): one saga is one trace, its
 context carried by the events (`traceparent`, `tracestate`), a CONSUMER span per delivery
 a service takes in, a PRODUCER span per event emitted outside a reaction; off (and never
-imported) unless the standard `OTEL_*` variables turn it on."""
+imported) unless the standard `OTEL_*` variables turn it on. Run on the checkout, whose
+six services and shop make a saga of every kind, hence among the checkout's own tests."""
 
 from __future__ import annotations
 
