@@ -44,7 +44,7 @@ def test_unknown_key_is_reported_at_its_line(tmp_path: Path) -> None:
     (problem,) = problems_of(path)
     assert problem == (
         f"{path}:{line_of(path, 'colour:')}:5: unknown key 'colour' in events.OrderCreated "
-        "(expected one of: description, kind, payload, producer, stage)"
+        "(expected one of: description, kind, payload, producer, stage, undoes, upcast, version)"
     )
 
 

@@ -18,6 +18,7 @@ from saga_registry.registry.model import (
     StateMachine,
     Topic,
     Transition,
+    Upcast,
 )
 from saga_registry.registry.names import (
     did_you_mean,
@@ -212,6 +213,17 @@ class _Builder:
                 stage=tuple(sorted(e["stage"].items())),
                 description=e.get("description", ""),
                 fields=self.object_fields(e["payload"], ("events", name, "payload")),
+                version=e.get("version", 1),
+                upcasts=tuple(
+                    Upcast(
+                        u["from"],
+                        tuple(u.get("rename", {}).items()),
+                        tuple((f, tuple(m.items())) for f, m in u.get("values", {}).items()),
+                        tuple(u.get("default", {}).items()),
+                    )
+                    for u in sorted(e.get("upcast", []), key=lambda u: int(u["from"]))
+                ),
+                undoes=tuple(e.get("undoes", ())),
             )
             for name, e in d["events"].items()
         )
@@ -255,6 +267,7 @@ class _Builder:
                     x["emit"],
                     tuple(sorted(x.get("payload", {}).items())),
                     x.get("description", ""),
+                    x.get("name", ""),
                 )
                 for i, x in enumerate(sm.get("deadlines", []))
             ),

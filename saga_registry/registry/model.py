@@ -69,8 +69,23 @@ def object_schema(properties: tuple[FieldSpec, ...]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class Upcast:
+    """How a payload of version `from_version` of an event reads as version
+    `from_version + 1`: fields renamed, then values mapped, then defaults added."""
+
+    from_version: int
+    rename: tuple[tuple[str, str], ...] = ()
+    """(old name, new name) of top-level fields."""
+    values: tuple[tuple[str, tuple[tuple[Any, Any], ...]], ...] = ()
+    """Per field (by its new name): (old value, new value) pairs."""
+    defaults: tuple[tuple[str, Any], ...] = ()
+    """(field, value) for fields the older version lacks."""
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
-    """An event type: its kind, producer, stage texts and payload fields."""
+    """An event type: its kind, producer, stage texts and payload fields (those of its
+    current `version`; `upcasts` read the older versions as this one)."""
 
     name: str
     kind: EventKind
@@ -78,6 +93,12 @@ class Event:
     stage: tuple[tuple[str, str], ...]
     description: str
     fields: tuple[FieldSpec, ...]
+    version: int = 1
+    upcasts: tuple[Upcast, ...] = ()
+    """One per older version, in order: `upcasts[i].from_version == i + 1`."""
+    undoes: tuple[str, ...] = ()
+    """For a compensation: the events whose effect it undoes (a release undoes a
+    reservation), which `saga check` requires on every failure path after them."""
 
     @property
     def stage_en(self) -> str:
@@ -143,6 +164,14 @@ class Deadline:
     emit: str
     payload: tuple[tuple[str, Any], ...] = ()
     description: str = ""
+    name: str = ""
+    """The registry's name for it; `key` falls back to one made of state and event."""
+
+    @property
+    def key(self) -> str:
+        """The deadline's stable key: what a pending timer is stored under, so that
+        reordering or adding deadlines leaves armed timers pointing at theirs."""
+        return self.name or f"{self.state}.{self.emit}"
 
 
 @dataclass(frozen=True, slots=True)
