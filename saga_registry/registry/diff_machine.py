@@ -3,6 +3,8 @@ deadlines, judged for the sagas in flight (stored in a state, waiting on a timer
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from saga_registry.registry.diff_change import CONSUMERS_FIRST, Change
 from saga_registry.registry.model import Deadline, StateMachine
 
@@ -70,7 +72,8 @@ def machine_changes(o: StateMachine, n: StateMachine) -> list[Change]:
             )
         )
     changes += _transitions(o, n, renamed, set(old_states) - set(new_states) - set(renamed))
-    changes += _deadlines(o.deadlines, n.deadlines)
+    moved = {d.key: replace(d, state=renamed.get(d.state, d.state)) for d in o.deadlines}
+    changes += _deadlines(moved, n.deadlines)
     return changes
 
 
@@ -142,9 +145,10 @@ def _transitions(
     return changes
 
 
-def _deadlines(olds: tuple[Deadline, ...], news: tuple[Deadline, ...]) -> list[Change]:
-    """Deadlines matched by key, as pending timers are: reordering them changes nothing."""
-    old_by = {d.key: d for d in olds}
+def _deadlines(old_by: dict[str, Deadline], news: tuple[Deadline, ...]) -> list[Change]:
+    """Deadlines matched by key, as pending timers are: reordering them changes nothing.
+    `old_by`: the old deadlines by their old keys, naming renamed states by their new
+    names (the rename is its own change)."""
     new_by = {d.key: d for d in news}
     changes: list[Change] = []
     renamed: set[str] = set()
@@ -156,7 +160,7 @@ def _deadlines(olds: tuple[Deadline, ...], news: tuple[Deadline, ...]) -> list[C
         code, why = "deadline_removed", "remove it once no saga waits there"
         if len(same) == 1 and same[0] not in renamed:
             renamed.add(same[0])
-            code, why = "deadline_renamed", f"its key became {same[0]}; keep the name"
+            code, why = "deadline_renamed", f"its key became {same[0]}; keep the key {key}"
         changes.append(
             Change(
                 code,
