@@ -39,7 +39,7 @@ def registry(data: Data) -> Registry:
 
 
 def changes(
-    edit: Callable[[Data], None], base: Callable[[Data], None] | None = None
+    edit: Callable[[Data], object], base: Callable[[Data], object] | None = None
 ) -> list[Change]:
     """The changes from the checkout (edited by `base` first) to it edited by `edit`."""
     old = checkout()
@@ -726,6 +726,9 @@ def test_codegen_prints_the_summary_when_the_registry_changed_since_head(project
         "(details: saga diff HEAD)"
     )
     assert lines[at + 1].startswith("  breaking: consumers: OrderCancelled.reason: field_renamed")
+    checked = saga("codegen", "--check", "--out", "out", "--no-render", "--no-tests")
+    assert checked.exit_code == 0, checked.output
+    assert lines[at] in checked.stdout.splitlines()
 
 
 def test_codegen_outside_git_prints_no_summary(

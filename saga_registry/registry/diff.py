@@ -135,7 +135,9 @@ def _services(old: Registry, new: Registry) -> list[Change]:
             changes.append(Change("service_removed", f"service {s.name}", answers, "services", why))
     for s in new.services:
         if s.name not in old_by:
-            changes.append(Change("service_added", f"service {s.name}", False, "services", "new"))
+            changes.append(
+                Change("service_added", f"service {s.name}", False, "services", "a new service")
+            )
         else:
             changes += _service(old_by[s.name], s, new)
     return changes

@@ -70,7 +70,11 @@ class PayloadDiff:
         def value(field: str, v: Any) -> Any:
             for step in self.steps:
                 field = dict(step.rename).get(field, field)
-                v = dict(dict(step.values).get(field, ())).get(v, v)
+                for old, new in dict(step.values).get(field, ()):
+                    # As the engine maps them: `==` alone would take True for 1.
+                    if type(v) is type(old) and v == old:
+                        v = new
+                        break
             return v
 
         return _Carried(names, defaults, value)
