@@ -192,7 +192,7 @@ def test_field_renamed_with_version_and_upcast_is_compatible() -> None:
 def test_version_raised_without_the_upcast_covering_a_rename_is_still_breaking() -> None:
     def edit(d: Data) -> None:
         _rename_reason(d)
-        version(d, "OrderCancelled", {"default": {"extra": 1}})
+        version(d, "OrderCancelled", {"rename": {"text": "cause"}})
 
     c = only(changes(edit), "field_renamed")
     assert c.breaking
@@ -338,7 +338,10 @@ def test_version_lowered_is_breaking() -> None:
         d["events"]["PaymentFailed"]["version"] = 1
         del d["events"]["PaymentFailed"]["upcast"]
 
-    c = only(changes(edit, base=lambda d: version(d, "PaymentFailed", {})), "version_lowered")
+    c = only(
+        changes(edit, base=lambda d: version(d, "PaymentFailed", {"default": {"detail": ""}})),
+        "version_lowered",
+    )
     assert (c.breaking, c.for_whom) == (True, "consumers")
 
 
@@ -678,6 +681,9 @@ def test_a_bad_revision_is_one_line_and_exit_2(project: Path) -> None:
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == "error: 'no-such-rev' is neither a registry file nor a git revision\n"
+    option = saga("diff", "--", "--output=leaked")  # never passed to git as an option
+    assert option.exit_code == 2
+    assert not (project / "leaked").exists()
 
 
 def test_a_revision_without_the_registry_is_one_line_and_exit_2(project: Path) -> None:
@@ -750,3 +756,13 @@ def test_an_unnamed_deadline_of_a_renamed_state_changes_its_key() -> None:
         ("state_renamed", "state paid"),
         ("deadline_renamed", "deadline paid.DeliveryFailed"),
     ]
+
+
+def test_upcast_entries_reordered_are_no_change() -> None:
+    def base(d: Data) -> None:
+        version(d, "PaymentFailed", {"rename": {"code": "reason", "text": "detail"}})
+
+    def edit(d: Data) -> None:
+        version(d, "PaymentFailed", {"rename": {"text": "detail", "code": "reason"}})
+
+    assert changes(edit, base=base) == []

@@ -66,6 +66,8 @@ def _in_repo(registry: str) -> tuple[Path, str]:
 
 def _at_revision(revision: str, registry: str) -> tuple[str, str]:
     """(label, text) of `registry` at git `revision`."""
+    if revision.startswith("-"):  # never an option to git
+        raise Unreadable(f"{revision!r} is neither a registry file nor a git revision")
     try:
         folder, path = _in_repo(registry)
     except Unreadable as exc:

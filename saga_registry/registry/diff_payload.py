@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from saga_registry.registry.diff_change import CONSUMERS_FIRST, Change
 from saga_registry.registry.diff_fields import PayloadDiff, upcast_step
-from saga_registry.registry.model import Event, Registry
+from saga_registry.registry.model import Event, Registry, Upcast
 
 
 def event_changes(old: Registry, new: Registry) -> list[Change]:
@@ -114,14 +114,21 @@ def _event(o: Event, n: Event, new: Registry) -> list[Change]:
     return changes
 
 
+def _reads(step: Upcast | None) -> object:
+    """What `step` does, whatever order the registry lists its entries in."""
+    if step is None:
+        return None
+    values = {f: dict(pairs) for f, pairs in step.values}
+    return dict(step.rename), values, dict(step.defaults)
+
+
 def _older_upcasts(o: Event, n: Event) -> list[Change]:
     """Upcasts of versions older than `o`'s that `n` reads differently: events of those
     versions may still be in the log."""
     changes: list[Change] = []
     for step in o.upcasts:
-        if step.from_version < min(o.version, n.version) and step != upcast_step(
-            n, step.from_version
-        ):
+        now = upcast_step(n, step.from_version)
+        if step.from_version < min(o.version, n.version) and _reads(step) != _reads(now):
             changes.append(
                 Change(
                     "upcast_changed",
