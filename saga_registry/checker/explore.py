@@ -41,6 +41,33 @@ class Exploration:
         """How many moves were explored."""
         return sum(len(m) for m in self.moves.values())
 
+    def runs(self) -> int | None:
+        """How many distinct runs were explored (paths from the start to a configuration
+        with no move left, or cut at the bound); None when the runs loop, and so are
+        endless in number."""
+        counts: dict[Config, int] = {}
+        on_path: set[Config] = set()
+        stack: list[tuple[Config, bool]] = [(self.start, False)]
+        while stack:
+            config, done = stack.pop()
+            if done:
+                on_path.discard(config)
+                nexts = [c for _, c in self.moves.get(config, ())]
+                counts[config] = sum(counts[c] for c in nexts) if nexts else 1
+                continue
+            if config in counts:
+                continue
+            if config in on_path:
+                return None
+            on_path.add(config)
+            stack.append((config, True))
+            for _, nxt in self.moves.get(config, ()):
+                if nxt in on_path:
+                    return None
+                if nxt not in counts:
+                    stack.append((nxt, False))
+        return counts[self.start]
+
     def ordered(self) -> list[Config]:
         """Every configuration reached, shortest paths first (deterministic)."""
         return sorted(self.depth, key=lambda c: (self.depth[c], c))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from saga_registry.cli.check import check
 from saga_registry.cli.databases import db_group
 from saga_registry.cli.dlq import dlq
 from saga_registry.cli.init import init
@@ -172,6 +173,7 @@ def codegen(
     )
 
 
+main.add_command(check)
 main.add_command(init)
 main.add_command(run)
 main.add_command(dlq)
