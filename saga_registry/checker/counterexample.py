@@ -14,6 +14,8 @@ from saga_registry.registry.model import Registry
 def who(move: Move) -> str:
     """Who emitted the step's event, and why."""
     if move.how == "initiated":
+        if move.slot.kind == "external":
+            return f"{move.service}, initiating it outside any reaction"
         return f"{move.service} begins the saga"
     if move.how == "reacted":
         return f"{move.service}, reacting to {move.slot.cause}"

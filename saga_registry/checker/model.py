@@ -31,7 +31,7 @@ from typing import Literal
 
 from saga_registry.registry.model import Registry
 
-SlotKind = Literal["initiate", "react", "defer", "deadline"]
+SlotKind = Literal["initiate", "external", "react", "defer", "deadline"]
 How = Literal["initiated", "reacted", "answered", "deadline"]
 
 
@@ -52,19 +52,27 @@ class Slot:
 
     def ways(self) -> tuple[tuple[str, How], ...]:
         """Each (event, how it is emitted) that pays this slot."""
-        first: How = {"initiate": "initiated", "react": "reacted", "defer": "answered"}.get(
-            self.kind, "deadline"
-        )  # type: ignore[assignment]
+        first: How = _HOW[self.kind]
         own = () if self.kind == "deadline" else tuple((e, first) for e in self.answers)
         return own + tuple((e, "deadline") for e in self.deadlines)
 
     def guaranteed(self, state: str) -> bool:
         """Whether this emission must come while the saga is in `state`: a reaction's
-        always does; a deferred answer need not (it may never come); a deadline does
+        always does; a deferred answer need not (it may never come), nor a later
+        initiating event (a customer may never cancel); a deadline does
         while the saga still is in the state it guards."""
         if self.kind in ("initiate", "react"):
             return True
         return bool(self.deadlines) and self.state == state
+
+
+_HOW: dict[SlotKind, How] = {
+    "initiate": "initiated",
+    "external": "initiated",
+    "react": "reacted",
+    "defer": "answered",
+    "deadline": "deadline",
+}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -114,6 +122,14 @@ class World:
                 self.undone_by.setdefault(u, ())
                 self.undone_by[u] += (e.name,)
         self._owed: dict[tuple[str, str], tuple[Slot, ...]] = {}
+        self.later = tuple(
+            Slot("external", s.name, "", (e,))
+            for s in registry.services
+            for e in s.initiates
+            if any(src != sm.initial for src, ev in self.delta if ev == e)
+        )
+        """Initiating events the machine also allows after the saga began (a customer's
+        cancellation, say): each may be emitted once, at any moment."""
 
     def initial(self) -> Config:
         """The saga before its first event: owed one initiating event."""
@@ -133,8 +149,9 @@ class World:
             seen.add(slot)
             rest = config.owed[:i] + config.owed[i + 1 :]
             if slot.kind == "initiate":
-                # A saga begins once: paying one initiator's slot drops the others'.
-                rest = tuple(s for s in rest if s.kind != "initiate")
+                # A saga begins once: paying one initiator's slot drops the others'; an
+                # initiating event the machine also takes later may come once, any time.
+                rest = tuple(s for s in rest if s.kind != "initiate") + self.later
             for event, how in slot.ways():
                 out.append(self._append(config, rest, slot, event, how))
         return out

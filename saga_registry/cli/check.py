@@ -28,7 +28,10 @@ from saga_registry.cli.options import fail, registry_option, registry_or_fail
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
-    "--dot", "dot_path", type=click.Path(dir_okay=False), help="Draw the first counterexample as DOT."
+    "--dot",
+    "dot_path",
+    type=click.Path(dir_okay=False),
+    help="Draw the first counterexample as DOT.",
 )
 @click.option(
     "--svg",
