@@ -252,3 +252,20 @@ def test_an_initiating_event_the_machine_takes_later_may_come_at_any_time(
         ("Withdrawn", "initiated", "withdrawn"),
         ("Flagged", "reacted", None),
     ]
+
+
+def test_a_deadline_that_can_never_fire_is_noted() -> None:
+    # trip_booking's services answer at once, leaving the state with what they emit, so
+    # the engine never arms its deadlines' timers; the checkout's is armed (Logistics
+    # defers) and fires on some run.
+    code, doc = _json(TRIP)
+    assert code == 0
+    assert doc["notes"] == [
+        "deadline requested.FlightBookingFailed (FlightBookingFailed after 120 s) fires on "
+        "no run: Flights answers every event entering requested at once with one that "
+        "leaves it, so no timer is ever armed",
+        "deadline car_rented.PaymentDeclined (PaymentDeclined after 300 s) fires on no run: "
+        "Billing answers every event entering car_rented at once with one that leaves it, "
+        "so no timer is ever armed",
+    ]
+    assert _json(ORDERS)[1]["notes"] == []

@@ -168,6 +168,33 @@ RULES: dict[str, Callable[[Exploration], Verdict]] = {
 """Every rule by its stable name, in the order they are reported."""
 
 
+def dead_deadlines(found: Exploration) -> list[str]:
+    """One line per deadline that fires on no explored run (a note, not a rule: the
+    registry still works, but the deadline is dead text). The engine arms no timer when
+    the deadline's own service answers the entering event at once with an event that
+    leaves the state, so a deadline guarding a reaction that never defers never fires."""
+    fired = {
+        (m.slot.state, m.event)
+        for moves in found.moves.values()
+        for m, _ in moves
+        if m.how == "deadline"
+    }
+    reg = found.world.registry
+    entered = {c.state for c in found.depth}
+    out = []
+    for d in reg.state_machine.deadlines:
+        if (d.state, d.emit) in fired:
+            continue
+        why = (
+            f"{reg.event(d.emit).producer} answers every event entering {d.state} at once "
+            "with one that leaves it, so no timer is ever armed"
+            if d.state in entered
+            else f"no run enters {d.state}"
+        )
+        out.append(f"deadline {d.key} ({d.emit} after {d.within_s:g} s) fires on no run: {why}")
+    return out
+
+
 def check_all(found: Exploration) -> list[Verdict]:
     """Every rule's verdict, in `RULES` order."""
     return [check(found) for check in RULES.values()]

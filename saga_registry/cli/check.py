@@ -13,7 +13,7 @@ import click
 
 from saga_registry.checker import counterexample
 from saga_registry.checker.explore import DEFAULT_MAX_EVENTS, Exploration, explore
-from saga_registry.checker.rules import Verdict, check_all
+from saga_registry.checker.rules import Verdict, check_all, dead_deadlines
 from saga_registry.cli.options import fail, registry_option, registry_or_fail
 
 
@@ -71,7 +71,9 @@ def check(
 
 def _explored(found: Exploration) -> str:
     runs = found.runs()
-    counted = "endless (the runs loop)" if runs is None else str(runs)
+    counted = (
+        "endless runs (they loop)" if runs is None else f"{runs} run{'s' if runs != 1 else ''}"
+    )
     bound = (
         f"bound of {found.max_events} events HIT: runs longer were not explored"
         if found.bound_hit
@@ -79,7 +81,7 @@ def _explored(found: Exploration) -> str:
     )
     return (
         f"explored {len(found.depth)} configurations, {found.transitions} moves, "
-        f"{counted} runs in {found.seconds * 1000:.1f} ms; {bound}"
+        f"{counted} in {found.seconds * 1000:.1f} ms; {bound}"
     )
 
 
@@ -89,6 +91,8 @@ def _report(path: str, found: Exploration, verdicts: list[Verdict]) -> list[str]
     width = max(len(v.rule) for v in verdicts)
     for v in verdicts:
         out.append(f"{v.rule.ljust(width)}  {v.status}: {v.detail}")
+    bounded = " within the bound" if found.bound_hit else ""
+    out.extend(f"note: {line}{bounded}" for line in dead_deadlines(found))
     for v in verdicts:
         if v.counterexample is not None:
             out.append("")
@@ -109,6 +113,7 @@ def _doc(path: str, found: Exploration, verdicts: list[Verdict]) -> dict[str, An
             "seconds": round(found.seconds, 6),
         },
         "ok": not any(v.status == "violated" for v in verdicts),
+        "notes": dead_deadlines(found),
         "rules": [
             {
                 "rule": v.rule,
