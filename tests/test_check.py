@@ -269,3 +269,69 @@ def test_a_deadline_that_can_never_fire_is_noted() -> None:
         "so no timer is ever armed",
     ]
     assert _json(ORDERS)[1]["notes"] == []
+
+
+PING_PONG = """\
+version: 1
+saga: {name: loop, title: Ping-pong, key: id}
+topics:
+  events: {name: loop.events, partitions: 1}
+  dead_letter: {name: loop.events.dlq, partitions: 1}
+services:
+  Starter:
+    description: Starts.
+    initiates: [Start]
+  Ping:
+    description: Pings.
+    reacts:
+      Start: {emits: [Go, Finish]}
+      Back: {emits: [Go]}
+  Pong:
+    description: Pongs.
+    reacts:
+      Go: {emits: [Back]}
+events:
+  Start:
+    {kind: domain, producer: Starter, stage: {en: Start},
+      payload: {required: [id], properties: {id: {type: string}}}}
+  Go:
+    {kind: domain, producer: Ping, stage: {en: Go},
+      payload: {required: [id], properties: {id: {type: string}}}}
+  Back:
+    {kind: domain, producer: Pong, stage: {en: Back},
+      payload: {required: [id], properties: {id: {type: string}}}}
+  Finish:
+    {kind: domain, producer: Ping, stage: {en: Finish},
+      payload: {required: [id], properties: {id: {type: string}}}}
+state_machine:
+  initial: new
+  states:
+    new: {}
+    a: {}
+    b: {}
+    done: {terminal: true, outcome: success}
+  transitions:
+    - {on: Start, from: new, to: a}
+    - {on: Go, from: a, to: b}
+    - {on: Back, from: b, to: a}
+    - {on: Finish, from: a, to: done}
+"""
+
+
+def test_a_loop_without_exit_is_a_violation_though_validate_accepts_it(tmp_path: Path) -> None:
+    # Ping may finish only on its first turn; once it answered Go, Ping and Pong pass the
+    # saga back and forth forever. The configurations are finite, so the bound is never
+    # hit: the loop is found, not cut.
+    path = tmp_path / "loop.yaml"
+    path.write_text(PING_PONG, "utf-8")
+    assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
+    code, doc = _json(path)
+    assert code == 1
+    assert doc["explored"]["runs"] is None and doc["explored"]["bound_hit"] is False
+    (rule,) = [r for r in doc["rules"] if r["rule"] == "terminates"]
+    assert rule["status"] == "violated"
+    assert (
+        rule["detail"]
+        == "from state b no run reaches a terminal state: the saga loops without exit"
+    )
+    assert [s["event"] for s in rule["counterexample"]["steps"]] == ["Start", "Go"]
