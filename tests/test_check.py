@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -123,7 +122,7 @@ def test_the_waiting_state_of_a_stuck_saga_is_named() -> None:
     assert rule["detail"] == "the saga is stuck in state review: nothing still owed moves it on"
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz dot")
+@pytest.mark.usefixtures("dot_installed")
 def test_the_counterexample_is_drawn_as_dot_and_svg(tmp_path: Path) -> None:
     dot, svg = tmp_path / "c.dot", tmp_path / "c.svg"
     result = _check(
