@@ -334,3 +334,10 @@ def test_a_loop_without_exit_is_a_violation_though_validate_accepts_it(tmp_path:
         == "from state b no run reaches a terminal state: the saga loops without exit"
     )
     assert [s["event"] for s in rule["counterexample"]["steps"]] == ["Start", "Go"]
+
+
+def test_the_configurations_bound_is_reported_not_proved() -> None:
+    found = explore(load_registry(str(ORDERS)), max_configs=4)
+    assert found.too_many and found.bound_hit
+    assert len(found.depth) < 11  # the whole registry has 11
+    assert {v.status for v in check_all(found)} == {"bounded"}

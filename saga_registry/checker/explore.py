@@ -15,6 +15,11 @@ DEFAULT_MAX_EVENTS = 40
 """Enough for every run of the registries shipped (the checkout's longest has 7
 events) many times over; a registry with loops is explored up to it."""
 
+MAX_CONFIGS = 200_000
+"""Configurations kept before the search stops expanding new ones (a safety valve for
+registries whose reactions interleave beyond any use; well over a second of search).
+Hitting it counts as hitting the bound: nothing beyond is claimed proved."""
+
 
 @dataclass
 class Exploration:
@@ -29,12 +34,22 @@ class Exploration:
     moves: dict[Config, list[tuple[Move, Config]]] = field(default_factory=dict)
     frontier: set[Config] = field(default_factory=set)
     """Configurations at the bound that still had moves: their futures are unexplored."""
+    max_configs: int = MAX_CONFIGS
+    too_many: bool = False
+    """Whether the search stopped at `max_configs` rather than at `max_events`."""
     seconds: float = 0.0
 
     @property
     def bound_hit(self) -> bool:
         """Whether some run was cut at `max_events` (then no rule is proved outright)."""
         return bool(self.frontier)
+
+    @property
+    def limit(self) -> str:
+        """What the explored runs are, when the bound was hit."""
+        if self.too_many:
+            return f"the first {self.max_configs} configurations"
+        return f"runs up to {self.max_events} events"
 
     @property
     def transitions(self) -> int:
@@ -83,12 +98,15 @@ class Exploration:
         return out[::-1]
 
 
-def explore(registry: Registry, max_events: int = DEFAULT_MAX_EVENTS) -> Exploration:
-    """Explore every run of one saga of `registry` up to `max_events` events."""
+def explore(
+    registry: Registry, max_events: int = DEFAULT_MAX_EVENTS, max_configs: int = MAX_CONFIGS
+) -> Exploration:
+    """Explore every run of one saga of `registry` up to `max_events` events (and at most
+    about `max_configs` configurations)."""
     started = time.perf_counter()
     world = World(registry)
     start = world.initial()
-    found = Exploration(world, max_events, start)
+    found = Exploration(world, max_events, start, max_configs=max_configs)
     found.parent[start] = None
     found.depth[start] = 0
     todo = deque([start])
@@ -96,9 +114,11 @@ def explore(registry: Registry, max_events: int = DEFAULT_MAX_EVENTS) -> Explora
         config = todo.popleft()
         depth = found.depth[config]
         nexts = world.moves(config)
-        if depth >= max_events:
+        full = len(found.depth) >= max_configs
+        if depth >= max_events or full:
             if nexts:
                 found.frontier.add(config)
+                found.too_many |= full and depth < max_events
             continue
         found.moves[config] = nexts
         for move, nxt in nexts:

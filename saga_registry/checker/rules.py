@@ -40,7 +40,7 @@ def _verdict(rule: str, found: Exploration, holds: str, broken: Counterexample |
     if broken is not None:
         return Verdict(rule, "violated", broken.end, broken)
     if found.bound_hit:
-        return Verdict(rule, "bounded", f"{holds} (runs up to {found.max_events} events)")
+        return Verdict(rule, "bounded", f"{holds} ({found.limit})")
     return Verdict(rule, "proved", holds)
 
 
@@ -151,7 +151,7 @@ def reachable(found: Exploration) -> Verdict:
         return _verdict(rule, found, "every state is entered and every event applied", None)
     what = f"never reached on any run: {', '.join(missing)}"
     if found.bound_hit:
-        return Verdict(rule, "bounded", f"{what} (runs up to {found.max_events} events)")
+        return Verdict(rule, "bounded", f"{what} ({found.limit})")
     return Verdict(rule, "violated", what)
 
 

@@ -74,11 +74,15 @@ def _explored(found: Exploration) -> str:
     counted = (
         "endless runs (they loop)" if runs is None else f"{runs} run{'s' if runs != 1 else ''}"
     )
-    bound = (
-        f"bound of {found.max_events} events HIT: runs longer were not explored"
-        if found.bound_hit
-        else f"every run explored (bound {found.max_events} events not reached)"
-    )
+    if found.too_many:
+        bound = (
+            f"bound of {found.max_configs} configurations HIT: some runs were not explored "
+            "to their end"
+        )
+    elif found.bound_hit:
+        bound = f"bound of {found.max_events} events HIT: runs longer were not explored"
+    else:
+        bound = f"every run explored (bound {found.max_events} events not reached)"
     return (
         f"explored {len(found.depth)} configurations, {found.transitions} moves, "
         f"{counted} in {found.seconds * 1000:.1f} ms; {bound}"
@@ -110,6 +114,8 @@ def _doc(path: str, found: Exploration, verdicts: list[Verdict]) -> dict[str, An
             "runs": found.runs(),
             "max_events": found.max_events,
             "bound_hit": found.bound_hit,
+            "max_configurations": found.max_configs,
+            "configurations_bound_hit": found.too_many,
             "seconds": round(found.seconds, 6),
         },
         "ok": not any(v.status == "violated" for v in verdicts),
