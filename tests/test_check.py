@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -341,3 +343,22 @@ def test_the_configurations_bound_is_reported_not_proved() -> None:
     assert found.too_many and found.bound_hit
     assert len(found.depth) < 11  # the whole registry has 11
     assert {v.status for v in check_all(found)} == {"bounded"}
+
+
+def test_the_checker_never_loads_the_engine() -> None:
+    # It models the engine's semantics; importing the engine would tie the model to a
+    # runtime (databases, buses) it has no use for.
+    code = (
+        "import sys\n"
+        "from saga_registry.checker import check_all, explore\n"
+        "from saga_registry.checker.counterexample import dot\n"
+        "from saga_registry.registry import load_registry\n"
+        f"found = explore(load_registry({str(BROKEN / 'compensated.yaml')!r}))\n"
+        "(example,) = [v.counterexample for v in check_all(found) if v.counterexample]\n"
+        "dot(found.world.registry, example)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('saga_registry.engine')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout == "[]\n"

@@ -100,6 +100,7 @@ class Move:
 
     @property
     def applied(self) -> bool:
+        """Whether the event moved the saga (rather than being skipped)."""
         return self.target is not None
 
 
