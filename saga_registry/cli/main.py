@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from saga_registry.cli.check import check
 from saga_registry.cli.databases import db_group
 from saga_registry.cli.diff import diff, since_head
 from saga_registry.cli.dlq import dlq
@@ -177,6 +178,7 @@ def codegen(
         click.echo(line)
 
 
+main.add_command(check)
 main.add_command(init)
 main.add_command(run)
 main.add_command(dlq)
