@@ -33,6 +33,28 @@ def version_of(dataschema: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def version_in(event: Event, dataschema: str) -> int:
+    """The version of `event` an event carrying `dataschema` holds (1 without one);
+    raises ValueError saying why when this registry cannot read it: no version named, or
+    one newer than the registry's (consumers are deployed before producers)."""
+    if not dataschema:
+        return 1
+    version = version_of(dataschema)
+    if version is None:
+        raise ValueError(
+            f"dataschema {dataschema!r} of {event.name} names no version "
+            "(expected it to end in :v<N>)"
+        )
+    if version > event.version:
+        raise ValueError(
+            f"{event.name} version {version} is newer than this registry's "
+            f"{event.version}: deploy the new registry to its consumers first"
+        )
+    if version < 1:
+        raise ValueError(f"{event.name} version {version} does not exist")
+    return version
+
+
 def upcast(event: Event, payload: dict[str, Any], from_version: int) -> dict[str, Any]:
     """`payload` of `event` at `from_version` (below the current version) read as the
     current version: a new dict; `payload` is left as it is."""
