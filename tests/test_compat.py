@@ -13,9 +13,10 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 
 from saga_registry.engine import tables
 from saga_registry.engine.database import Database, database_url
@@ -37,15 +38,13 @@ def compat(root: Path, db: str, registry: Path, *args: str) -> subprocess.Comple
     )
 
 
-async def arm_timer(db: str, service: str, saga_id: str, key: str, state: str) -> None:
-    """A pending timer as the engine arms it (the trip's deadlines never fire with
-    reactions that answer at once, so none is armed by the run itself)."""
+async def write_row(db: str, service: str, table: Table, **row: Any) -> None:
+    """A row in `service`'s database, as the engine writes it."""
     database = Database(database_url(db, service))
     await database.start()
     try:
         async with database.transaction() as conn:
-            row = {"saga_id": saga_id, "deadline": key, "state": state, "due_at": time.time()}
-            await conn.execute(insert(tables.timers).values(**row, within_s=300.0))
+            await conn.execute(insert(table).values(**row))
     finally:
         await database.stop()
 
@@ -68,7 +67,12 @@ def live(tmp_path: Path, db_url: str) -> tuple[Path, str]:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
-    asyncio.run(arm_timer(db, "Billing", "trip-0", "car_rented.PaymentDeclined", "car_rented"))
+    # A pending timer: the trip's deadlines never fire with reactions that answer at once,
+    # so the run itself arms none.
+    timer = {"saga_id": "trip-0", "deadline": "car_rented.PaymentDeclined", "state": "car_rented"}
+    asyncio.run(
+        write_row(db, "Billing", tables.timers, **timer, due_at=time.time(), within_s=300.0)
+    )
     return root, db
 
 
@@ -142,12 +146,19 @@ def test_a_compatible_registry_passes(live: tuple[Path, str]) -> None:
         ),
         ("      within_s: 300\n", "      within_s: 360\n"),
     )
+    # An event skipped once, of a type an older registry had.
+    skipped = {"event_id": "e1", "event_type": "TripPostponed", "saga_id": "trip-1"}
+    asyncio.run(
+        write_row(db, "Booking", tables.skipped, **skipped, reason="not_allowed", at=time.time())
+    )
     result = compat(root, db, compatible)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1].endswith("safe to deploy")
     assert f"read {SAGAS} sagas in flight" in result.stdout
     (notice,) = [line for line in result.stdout.splitlines() if "timer_changed" in line]
     assert "armed for 300 s, the registry now says 360 s" in notice
+    (gone,) = [line for line in result.stdout.splitlines() if "unknown_skipped" in line]
+    assert "(Booking): 1 skipped TripPostponed event(s) of no event type" in gone
 
 
 def test_a_registry_that_does_not_validate_is_one_line(live: tuple[Path, str]) -> None:

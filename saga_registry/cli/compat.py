@@ -61,8 +61,9 @@ def _print(registry: str, report: Report) -> None:
         click.echo(f"note: {line}", err=True)
     findings = sorted(report.findings, key=lambda f: (f.severity != "breaking", f.kind, f.saga_id))
     for f in findings:
-        who = f" ({', '.join(f.services)})" if f.services else ""
-        click.echo(f"{f.severity:<8}  {f.kind:<15} saga {f.saga_id}{who}: {f.message}")
+        who = f"({', '.join(f.services)})" if f.services else ""
+        saga = f"saga {f.saga_id} " if f.saga_id else ""
+        click.echo(f"{f.severity:<8}  {f.kind:<15} {saga}{who}: {f.message}")
     read = ", ".join(f"{report.counts.get(what, 0)} {what}" for what in _ORDER)
     if report.breaking:
         n = len(report.breaking)

@@ -144,26 +144,24 @@ async def check_databases(registry: Registry, template: str, report: Report) -> 
                     _timer(report, service.name, row, deadlines.get(row["deadline"]))
                 if await has_old_timers(conn):
                     _old_timers(report, service.name, await conn.execute(_OLD_TIMERS))
-                for row in await read_rows(conn, tables.outbox):
-                    if row["sent_at"] is None:
-                        report.count("unsent events")
-                        _record(report, reads, service.name, "unsent", row)
-                for row in await read_rows(conn, tables.parked_held):
-                    if not row["requeued"]:
-                        report.count("held events")
-                        _record(report, reads, service.name, "held behind a parked saga", row)
-                for row in await read_rows(conn, tables.skipped):
-                    if row["event_type"] not in events:
-                        report.findings.append(
-                            Finding(
-                                "unknown_skipped",
-                                "notice",
-                                row["saga_id"],
-                                (service.name,),
-                                f"a skipped {row['event_type']} is of no event of the registry "
-                                "any more: `saga trace` shows it unnamed",
-                            )
-                        )
+                for row in await read_rows(conn, tables.outbox, _UNSENT):
+                    report.count("unsent events")
+                    _record(report, reads, service.name, "unsent", row)
+                for row in await read_rows(conn, tables.parked_held, _HELD):
+                    report.count("held events")
+                    _record(report, reads, service.name, "held behind a parked saga", row)
+                unknown = tables.skipped.c.event_type.notin_(sorted(events))
+                gone: dict[str, int] = {}
+                for row in await read_rows(conn, tables.skipped, unknown):
+                    gone[row["event_type"]] = gone.get(row["event_type"], 0) + 1
+                for event_type, n in sorted(gone.items()):
+                    why = (
+                        f"{n} skipped {event_type} event(s) of no event type the registry "
+                        "has any more: `saga trace` shows them unnamed"
+                    )
+                    report.findings.append(
+                        Finding("unknown_skipped", "notice", "", (service.name,), why)
+                    )
         except (Absent, DatabaseUnavailable) as exc:
             report.notes.append(f"{service.name}: {exc}")
     report.count("sagas in flight", len(in_flight))
@@ -172,6 +170,8 @@ async def check_databases(registry: Registry, template: str, report: Report) -> 
         report.findings.append(Finding("stranded", "breaking", saga_id, tuple(services), why))
 
 
+_UNSENT = tables.outbox.c.sent_at.is_(None)
+_HELD = tables.parked_held.c.requeued.is_(False)
 _OLD_TIMERS = text(f"SELECT saga_id, deadline, state, due_at FROM {OLD_TABLE}")
 
 
