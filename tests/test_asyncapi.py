@@ -69,9 +69,18 @@ def document(root: Path) -> dict[str, Any]:
 
 def test_the_official_parser_accepts_every_generated_document(node: None, tmp_path: Path) -> None:
     _, orders = generated(tmp_path, ORDERS)
+    # An event may bear the name of the dead-letter channel's message.
+    renamed = tmp_path / "renamed" / "orders.yaml"
+    renamed.parent.mkdir()
+    renamed.write_text(ORDERS.read_text("utf-8").replace("PaymentFailed", "DeadLetter"), "utf-8")
+    reg, clash = generated(tmp_path / "renamed", renamed)
+    assert reg.event("DeadLetter").kind == "failure"
+    message = document(clash)["components"]["messages"]["DeadLetter"]
+    assert message["headers"]["properties"]["ce_type"]["const"] == "DeadLetter", "the event's"
     files = [
         ROOT / "docs" / "asyncapi.yaml",  # the checkout's, as committed
         orders / "docs" / "asyncapi.yaml",  # generated now
+        clash / "docs" / "asyncapi.yaml",
         GOLDEN / "trip_booking" / "docs" / "asyncapi.yaml",
     ]
     result = validate(*files)

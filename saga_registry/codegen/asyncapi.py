@@ -82,10 +82,7 @@ def _document(registry: Registry) -> dict[str, Any]:
         },
         "operations": _operations(registry),
         "components": {
-            "messages": {
-                **{e.name: _message(registry, e) for e in registry.events},
-                "DeadLetter": _dead_letter(registry),
-            },
+            "messages": {e.name: _message(registry, e) for e in registry.events},
             "correlationIds": {
                 "saga": {
                     "description": "The id of the saga's first event, carried by every "
@@ -118,7 +115,8 @@ def _dead_letter_channel(registry: Registry) -> dict[str, Any]:
         "an invalid payload, a reaction that kept failing), each with why in `saga_*` "
         "headers; `saga dlq replay` puts them back. Replay markers (records with a "
         "`saga_replay_marker` header) share the topic.",
-        "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
+        # Defined here, not among the components: an event may be called DeadLetter.
+        "messages": {"DeadLetter": _dead_letter(registry)},
         "bindings": {"kafka": {"partitions": topic.partitions, "bindingVersion": KAFKA_BINDING}},
     }
 
