@@ -125,7 +125,7 @@ def _message(registry: Registry, event: Event) -> dict[str, Any]:
     older = [path_of(event, v).name for v in range(1, event.version)]
     text = " ".join((event.description or event.stage_en).split())
     details = [
-        f"{text}",
+        text if text.endswith((".", "!", "?")) else f"{text}.",
         f"A {event.kind} event, produced by {event.producer}; version {event.version} "
         f"(`ce_dataschema` {dataschema(registry, event, event.version)}, JSON Schema "
         f"{path_of(event, event.version).as_posix()}).",
