@@ -96,7 +96,9 @@ def test_kcat_writes_every_event_from_the_contract_alone_and_the_services_take_i
             time.sleep(0.2)
         for e in reg.events:
             message = doc["components"]["messages"][e.name]
-            schema = json.loads((root / "docs" / "schemas" / f"{e.name}.v1.json").read_text())
+            schema = json.loads(
+                (root / "docs" / "schemas" / f"{e.name}.v{e.version}.json").read_text()
+            )
             key = f"kcat-{tag}-{e.name}"
             data = instance(schema)
             data[reg.key] = key
@@ -121,7 +123,7 @@ def test_kcat_writes_every_event_from_the_contract_alone_and_the_services_take_i
             jsonschema.Draft7Validator(
                 message["headers"], format_checker=jsonschema.FormatChecker()
             ).validate(headers)
-            assert headers["ce_dataschema"] == f"urn:saga:{reg.name}:{e.name}:v1"
+            assert headers["ce_dataschema"] == f"urn:saga:{reg.name}:{e.name}:v{e.version}"
             args = [kcat, "-P", "-b", kafka_bootstrap, "-t", topic, "-k", key]
             for name, value in headers.items():
                 args += ["-H", f"{name}={value}"]
