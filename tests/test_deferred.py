@@ -219,7 +219,8 @@ def make_project(tmp_path: Path, within_s: float = 1.0, second_deadline_s: float
     text = REGISTRY.replace("TAG", f"t{tag}").replace("WITHIN", str(within_s))
     if second_deadline_s:
         text += (
-            f"    - state: waiting\n      within_s: {second_deadline_s}\n"
+            "    - name: much_too_late\n      state: waiting\n"
+            f"      within_s: {second_deadline_s}\n"
             "      emit: JobFailed\n      payload: {reason: much too late}\n"
         )
     path.write_text(text)
@@ -336,7 +337,7 @@ async def test_an_answer_is_committed_with_its_effects_once_answer_returns(
     with sqlite3.connect(tmp_path / "worker.db") as conn:
         assert conn.execute("SELECT event_id FROM saga_outbox").fetchall() == [(answered.id,)]
         assert conn.execute("SELECT status FROM requests").fetchall() == [("done",)]
-        assert conn.execute("SELECT count(*) FROM saga_timers").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM saga_deadline_timers").fetchone() == (0,)
 
 
 async def bare_runner(

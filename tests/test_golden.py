@@ -28,10 +28,12 @@ REGISTRIES = sorted((ROOT / "tests" / "registries").glob("*.yaml"))
 CHECKOUT_TESTS = {
     "test_bench.py",
     "test_chaos.py",
+    "test_check.py",
     "test_checkout.py",
     "test_checkout_processes.py",
     "test_checkout_tracing.py",
     "test_demo.py",
+    "test_diff.py",
     "test_outcomes.py",
     "test_registries.py",
 }

@@ -484,12 +484,12 @@ def test_most_advanced_view_wins_on_both_databases(db_url: str) -> None:
                 if service == "Flights":
                     await conn.execute(
                         insert(tables.timers).values(
-                            saga_id="a", deadline=0, state="requested", due_at=now - 1
+                            saga_id="a", deadline="t", state="requested", due_at=now - 1
                         )
                     )
                     await conn.execute(
                         insert(tables.timers).values(
-                            saga_id="c", deadline=0, state="flight_booked", due_at=now + 60
+                            saga_id="c", deadline="t", state="flight_booked", due_at=now + 60
                         )
                     )
             await db.stop()

@@ -100,7 +100,7 @@ async def test_a_pass_deletes_what_ended_sagas_left_and_nothing_else(db_url: str
             for saga in ("ended", "live", "done"):
                 await conn.execute(
                     insert(tables.timers).values(
-                        saga_id=saga, deadline=0, state="x", due_at=now + 9
+                        saga_id=saga, deadline="x.Y", state="x", due_at=now + 9
                     )
                 )
         # chunk=2: every table needs several chunks, so the chunk loop is exercised too.

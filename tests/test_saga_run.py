@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,14 +29,23 @@ from tests.helpers import ROOT, TRIP
 SAGA = [sys.executable, "-m", "saga_registry"]
 
 
-def make_project(tmp_path: Path) -> Path:
-    """A project generated from the trip registry, on topics no other test uses."""
-    root = tmp_path / "project"
+def make_project(
+    tmp_path: Path,
+    *,
+    name: str = "project",
+    tag: str | None = None,
+    edit: Callable[[str], str] | None = None,
+) -> Path:
+    """A project generated from the trip registry (changed by `edit`) in `tmp_path/name`,
+    on topics no other test uses (those of `tag`: projects of one tag share them)."""
+    root = tmp_path / name
     (root / "registry").mkdir(parents=True)
-    tag = uuid.uuid4().hex[:8]
+    tag = tag or uuid.uuid4().hex[:8]
     text = TRIP.read_text(encoding="utf-8").replace(
         "name: trips.booking.", f"name: t{tag}.trips.booking."
     )
+    if edit is not None:
+        text = edit(text)
     (root / "registry" / "saga.yaml").write_text(text, encoding="utf-8")
     reg = load_registry(root / "registry" / "saga.yaml")
     write(reg, root / "registry" / "saga.yaml", root, render=False)

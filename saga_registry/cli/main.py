@@ -13,7 +13,9 @@ from pathlib import Path
 
 import click
 
+from saga_registry.cli.check import check
 from saga_registry.cli.databases import db_group
+from saga_registry.cli.diff import diff, since_head
 from saga_registry.cli.dlq import dlq
 from saga_registry.cli.init import init
 from saga_registry.cli.ops import sagas, trace
@@ -136,6 +138,8 @@ def codegen(
                 click.echo(f"note: SVGs not checked ({skipped}); their .dot sources were", err=True)
             for note in owned_notes(reg, out, package):  # reported, never a failure
                 click.echo(f"note: {note}")
+            for line in since_head(registry_path):  # what the edits change, never a failure
+                click.echo(line)
             if stale:
                 _fail(f"{len(stale)} generated file(s) out of date: run `saga codegen`")
             click.echo("generated files are up to date")
@@ -170,11 +174,15 @@ def codegen(
     click.echo(
         f"codegen: {changed} file(s) changed, {len(report.unchanged)} unchanged in {elapsed:.2f}s"
     )
+    for line in since_head(registry_path):  # what the edits change, never a failure
+        click.echo(line)
 
 
+main.add_command(check)
 main.add_command(init)
 main.add_command(run)
 main.add_command(dlq)
+main.add_command(diff)
 main.add_command(db_group)
 main.add_command(start)
 main.add_command(sagas)

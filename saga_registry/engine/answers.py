@@ -140,7 +140,7 @@ async def _still_waits(
             f"{kind} for saga {saga_id} is too late: the saga is in state "
             f"{state}, where {kind} does not apply"
         )
-    if any(i in runner.deadlines.own for i, _ in runner.machine.deadlines_in(state)):
+    if any(d.key in runner.deadlines.own for d in runner.machine.deadlines_in(state)):
         # Whoever deletes the timer row owns the saga's answer: this answer or the
         # deadline, never both (PostgreSQL's row lock orders concurrent deletes).
         taken = await conn.execute(delete(tables.timers).where(tables.timers.c.saga_id == saga_id))

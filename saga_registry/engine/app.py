@@ -25,6 +25,7 @@ from saga_registry.engine.relay import OutboxRelay
 from saga_registry.engine.runner import ServiceRunner
 from saga_registry.engine.service import ServiceBase
 from saga_registry.engine.signing import Keyring
+from saga_registry.engine.timer_keys import move_index_timers
 from saga_registry.engine.timers import DeadlineTimers
 from saga_registry.engine.tracing import Tracing, from_environment, messaging_system
 from saga_registry.registry import CodegenError, load_registry
@@ -99,6 +100,7 @@ class Application:
             name = service.service_name
             db = Database(database_url(self.settings.db, name), getattr(service, "metadata", None))
             await db.start()
+            await move_index_timers(db, reg)
             relay = OutboxRelay(db, self.bus)
             runner = ServiceRunner(
                 reg,

@@ -4,6 +4,8 @@ what a reaction returns becomes a record it may send, both checked against the r
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Set
 from typing import Any
 
@@ -14,6 +16,7 @@ from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope, ForbiddenEmit
 from saga_registry.engine.signing import Keyring
 from saga_registry.registry.model import Registry
+from saga_registry.registry.versions import dataschema, upcast, version_in
 
 
 class EventCodec:
@@ -41,6 +44,10 @@ class EventCodec:
         self.source = f"saga/{registry.name}/{service}"
         self.keyring: Keyring | None = None
         """The keys that sign and verify events, when the registry wants them signed."""
+        self.dataschemas = {
+            e.name: dataschema(registry.name, e.name, e.version) for e in registry.events
+        }
+        """Each event type's `dataschema`: its current version, written on what it emits."""
 
     def read(self, delivery: Delivery) -> tuple[Envelope, Any]:
         """The envelope and the typed event `delivery` carries, its signature checked
@@ -57,7 +64,12 @@ class EventCodec:
         if cls is None:
             raise BadEnvelope(f"unknown event type {envelope.type!r}")
         try:
-            event = cls.from_json(envelope.data)
+            version = self.version(envelope)
+            current = self.registry.event(envelope.type).version
+            if version == current:
+                event = cls.from_json(envelope.data)
+            else:
+                event = cls.from_dict(self._upcast(envelope, version))
         except pydantic.ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
@@ -71,6 +83,23 @@ class EventCodec:
                 f"{self.registry.key} {event.saga_id()!r}"
             )
         return event
+
+    def version(self, envelope: Envelope) -> int:
+        """The version of its event `envelope` carries (`registry.versions.version_in`);
+        raises `BadEnvelope` for a version this registry cannot read."""
+        try:
+            return version_in(self.registry.event(envelope.type), envelope.dataschema)
+        except ValueError as exc:
+            raise BadEnvelope(str(exc)) from None
+
+    def _upcast(self, envelope: Envelope, version: int) -> dict[str, Any]:
+        try:
+            payload = json.loads(envelope.data)
+        except ValueError as exc:
+            raise BadEnvelope(f"invalid {envelope.type} payload: not JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise BadEnvelope(f"invalid {envelope.type} payload: not a JSON object")
+        return upcast(self.registry.event(envelope.type), payload, version)
 
     def emitted_envelope(
         self, cause: Envelope, emitted: Any, trace: tuple[str, str] | None = None
@@ -109,7 +138,10 @@ class EventCodec:
         )
 
     def record_of(self, env: Envelope) -> Record:
-        """`env` as the record to send, signed when the registry wants signed events."""
+        """`env` as the record to send, carrying its event's current version, signed when
+        the registry wants signed events."""
+        if not env.dataschema:
+            env = dataclasses.replace(env, dataschema=self.dataschemas.get(env.type, ""))
         record = env.to_record(self.topic)
         if self.keyring is not None:
             record = self.keyring.sign(self.service, record)

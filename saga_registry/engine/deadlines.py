@@ -30,8 +30,8 @@ _ARM = insert(tables.timers)
 class PendingTimers:
     """The timers one transaction arms, written by `write` at its end."""
 
-    by_saga: dict[str, list[tuple[int, str, float]]] = field(default_factory=dict)
-    """Each saga's deadlines to arm: registry index, state, within_s."""
+    by_saga: dict[str, list[tuple[str, str, float]]] = field(default_factory=dict)
+    """Each saga's deadlines to arm: key, state, within_s."""
 
     async def write(self, conn: AsyncConnection, now: float | None = None) -> None:
         """Write the pending timers, due `within_s` after `now` (default: this moment);
@@ -41,9 +41,15 @@ class PendingTimers:
         # The time is taken after everything else of the transaction was written.
         start = time.time() if now is None else now
         rows = [
-            {"saga_id": saga, "deadline": index, "state": state, "due_at": start + within}
+            {
+                "saga_id": saga,
+                "deadline": key,
+                "state": state,
+                "due_at": start + within,
+                "within_s": within,
+            }
             for saga, armed in self.by_saga.items()
-            for index, state, within in armed
+            for key, state, within in armed
         ]
         await conn.execute(_ARM, rows)
         self.by_saga.clear()
@@ -55,11 +61,9 @@ class DeadlineArming:
     def __init__(self, registry: Registry, service: str, machine: SagaMachine) -> None:
         self.machine = machine
         deadlines = registry.state_machine.deadlines
-        self.own = {
-            i for i, d in enumerate(deadlines) if registry.event(d.emit).producer == service
-        }
-        """Registry indexes of the deadlines this service fires."""
-        self._states = {d.state for i, d in enumerate(deadlines) if i in self.own}
+        self.own = {d.key for d in deadlines if registry.event(d.emit).producer == service}
+        """Keys of the deadlines this service fires."""
+        self._states = {d.state for d in deadlines if d.key in self.own}
 
     async def arm(
         self,
@@ -86,9 +90,9 @@ class DeadlineArming:
         if emitted is not None and self.machine.step(state, emitted.type).allowed:
             return
         armed = [
-            (index, state, deadline.within_s)
-            for index, deadline in self.machine.deadlines_in(state)
-            if index in self.own
+            (deadline.key, state, deadline.within_s)
+            for deadline in self.machine.deadlines_in(state)
+            if deadline.key in self.own
         ]
         if armed:
             pending.by_saga[saga_id] = armed

@@ -47,6 +47,7 @@ _TEXT_ATTRIBUTES = (
     "causationid",
     "traceparent",
     "tracestate",
+    "dataschema",
 )
 """The attributes read from a structured event: each must be a JSON string if present."""
 _RFC3339 = re.compile(
@@ -72,6 +73,9 @@ class Envelope:
     none. Not covered by a signature: it changes per hop (`engine.signing`)."""
     tracestate: str = ""
     """The vendor part of the trace context (W3C `tracestate`); empty: none."""
+    dataschema: str = ""
+    """The schema of `data` (CloudEvents `dataschema`): the engine writes the event's
+    versioned URN (`registry.versions`); empty: none, which reads as version 1."""
 
     @classmethod
     def new(
@@ -86,6 +90,7 @@ class Envelope:
         causation_id: str | None = None,
         traceparent: str = "",
         tracestate: str = "",
+        dataschema: str = "",
     ) -> Envelope:
         """A fresh envelope. `cause` is the event being reacted to, if any: the new event
         takes its correlation id and names it as its causation.
@@ -97,7 +102,9 @@ class Envelope:
 
         `traceparent` and `tracestate` are the trace context of the span emitting it;
         without them an event caused by `cause` carries the cause's on, so that a trace
-        passes through a service that does not trace."""
+        passes through a service that does not trace. `dataschema` names the data's
+        schema and version (`registry.versions.dataschema`); a service's records get their
+        event's when it sends them."""
         if cause is not None and (correlation_id is not None or causation_id is not None):
             raise ValueError("give either cause or correlation_id/causation_id, not both")
         event_id = str(uuid.uuid4())
@@ -116,6 +123,7 @@ class Envelope:
             causation_id=causation_id,
             traceparent=traceparent,
             tracestate=tracestate if traceparent else "",
+            dataschema=dataschema,
         )
 
     def to_record(self, topic: str) -> Record:
@@ -137,6 +145,8 @@ class Envelope:
             headers.append(("ce_traceparent", self.traceparent.encode()))
             if self.tracestate:
                 headers.append(("ce_tracestate", self.tracestate.encode()))
+        if self.dataschema:
+            headers.append(("ce_dataschema", self.dataschema.encode()))
         return Record(topic, self.saga_id.encode(), self.data, tuple(headers))
 
     def to_structured_record(self, topic: str) -> Record:
@@ -157,6 +167,7 @@ class Envelope:
             "causationid": self.causation_id,
             "traceparent": self.traceparent,
             "tracestate": self.tracestate,
+            "dataschema": self.dataschema,
         }
         event.update((name, value) for name, value in optional.items() if value)
         if self.data:
@@ -211,6 +222,7 @@ class Envelope:
             causation_id=headers.get("ce_causationid") or None,
             traceparent=headers.get("ce_traceparent", ""),
             tracestate=headers.get("ce_tracestate", "") if headers.get("ce_traceparent") else "",
+            dataschema=headers.get("ce_dataschema", ""),
         )
 
     @classmethod
@@ -256,6 +268,7 @@ class Envelope:
             causation_id=text.get("causationid") or None,
             traceparent=text.get("traceparent", ""),
             tracestate=text.get("tracestate", "") if text.get("traceparent") else "",
+            dataschema=text.get("dataschema", ""),
         )
 
 

@@ -46,17 +46,17 @@ class SagaMachine:
             initial=sm.initial,
             auto_transitions=False,
         )
-        self._deadlines: dict[str, list[tuple[int, Deadline]]] = {}
-        for i, d in enumerate(sm.deadlines):
-            self._deadlines.setdefault(d.state, []).append((i, d))
+        self._deadlines: dict[str, list[Deadline]] = {}
+        for d in sm.deadlines:
+            self._deadlines.setdefault(d.state, []).append(d)
 
     def step(self, state: str, event_type: str) -> Step:
         """Apply `event_type` to a saga in `state` (the state is not changed here)."""
         found = self._machine.get_transitions(trigger=event_type, source=state)
         return Step(state, found[0].dest if found else None)
 
-    def deadlines_in(self, state: str) -> list[tuple[int, Deadline]]:
-        """The deadlines armed while a saga is in `state`, with their registry index."""
+    def deadlines_in(self, state: str) -> list[Deadline]:
+        """The deadlines armed while a saga is in `state`."""
         return self._deadlines.get(state, [])
 
     def replay(self, event_types: Iterable[str]) -> str:

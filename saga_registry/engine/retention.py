@@ -1,6 +1,6 @@
 """Retention: what each service prunes from its database, and what the log keeps.
 
-Without it the inbox, `saga_skipped`, the sent outbox, `saga_timers`, the embedded log
+Without it the inbox, `saga_skipped`, the sent outbox, `saga_deadline_timers`, the embedded log
 and the dead-letter topic grow with every saga ever run. A prune task runs beside each
 service's runner, relay and timers (`Application.run`), one pass every
 `RetentionSettings.every_s`, deleting in chunks of `chunk` rows, one short transaction

@@ -293,7 +293,7 @@ class ServiceRunner:
         if handler is None:
             return None
         state = step.target or step.source
-        deadlines = tuple(d for _, d in self.machine.deadlines_in(state))
+        deadlines = tuple(self.machine.deadlines_in(state))
         context = DeliveryContext(env.saga_id, env.id, self.name, conn, state, deadlines)
         started = time.perf_counter() if self.metrics.timed else 0.0
         with inside_reaction(f"{self.name}'s reaction to {env.type}"):

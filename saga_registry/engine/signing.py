@@ -4,7 +4,8 @@ so that a service accepts an event only from the service the registry says produ
 Opt-in per registry (`saga.signed_events: true`). The header `saga_signature` holds
 `KEY_ID:SIGNATURE`, the signature being HMAC-SHA256, base64url without padding, over the
 event's identity and content: `ce_id`, `ce_source`, `ce_type`, `ce_time`,
-`ce_correlationid`, `ce_causationid`, the record key and the value, each length-prefixed.
+`ce_correlationid`, `ce_causationid`, the record key and the value, each length-prefixed,
+then `ce_dataschema` (the event's version) when the record has one.
 Routing headers the engine adds later (a replay's marks) are not covered, so a replayed
 event keeps its signature. Nor is the trace context (`ce_traceparent`, `ce_tracestate`):
 it says where an event sits in a trace, not what it says or who made it, and a tracing
@@ -100,7 +101,13 @@ class Keyring:
 
 def _mac(secret: bytes, record: Record) -> str:
     mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for part in (*(record.header(h) or b"" for h in _COVERED), record.key, record.value):
+    parts = [*(record.header(h) or b"" for h in _COVERED), record.key, record.value]
+    # Covered when present only, so that events signed before versions verify as they did;
+    # the version decides how a payload is read, so it must not be swapped.
+    dataschema = record.header("ce_dataschema")
+    if dataschema:
+        parts.append(dataschema)
+    for part in parts:
         mac.update(len(part).to_bytes(8, "big"))
         mac.update(part)
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()

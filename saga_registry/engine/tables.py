@@ -99,15 +99,22 @@ skipped = Table(
 """Events recorded but not applied: duplicates and events not allowed in the state."""
 
 timers = Table(
-    "saga_timers",
+    "saga_deadline_timers",
     metadata,
     Column("saga_id", String(256), primary_key=True),
-    Column("deadline", Integer, primary_key=True),
+    # The deadline's stable key (`Deadline.key`): its name, not its place in the list, so
+    # that a registry adding or reordering deadlines leaves armed timers on their own.
+    Column("deadline", String(128), primary_key=True),
     Column("state", String(64), nullable=False),
     Column("due_at", Float, nullable=False),
-    Index("ix_saga_timers_due", "due_at"),
+    # How long the deadline was when armed: `saga compat` names timers a new registry
+    # shortens or lengthens. NULL for rows moved from the index-keyed table.
+    Column("within_s", Float, nullable=True),
+    Index("ix_saga_deadline_timers_due", "due_at"),
 )
-"""Pending registry deadlines this service fires (it produces their event)."""
+"""Pending registry deadlines this service fires (it produces their event). Databases of
+older versions kept them by the deadline's index in `saga_timers`; `engine.timer_keys`
+moves those rows here at start."""
 
 parked = Table(
     "saga_parked",

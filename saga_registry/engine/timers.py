@@ -64,12 +64,10 @@ class DeadlineTimers:
                     select(t).where(t.c.due_at <= now).order_by(t.c.due_at).limit(500)
                 )
             ).all()
-            deadlines = r.registry.state_machine.deadlines
+            deadlines = {d.key: d for d in r.registry.state_machine.deadlines}
             for timer in due:
-                stale = (
-                    timer.deadline >= len(deadlines)
-                    or deadlines[timer.deadline].state != timer.state
-                )
+                deadline = deadlines.get(timer.deadline)
+                stale = deadline is None or deadline.state != timer.state
                 # A live deadline takes every timer of the saga: whichever fires first owns
                 # the way out of the state, and a deferred answer then finds none to take.
                 mine = t.c.saga_id == timer.saga_id
@@ -78,10 +76,10 @@ class DeadlineTimers:
                 taken = await conn.execute(delete(t).where(mine))
                 if not taken.rowcount:
                     continue  # answered meanwhile, or fired by another replica
-                if stale:
+                if deadline is None or stale:
                     # The registry changed since the timer was armed: that deadline is gone.
                     log.warning(
-                        "%s: dropped a timer of saga %s: deadline %d in %s is no "
+                        "%s: dropped a timer of saga %s: deadline %s in %s is no "
                         "longer in the registry",
                         r.name,
                         timer.saga_id,
@@ -92,7 +90,6 @@ class DeadlineTimers:
                 row = await saga_row(conn, timer.saga_id)
                 if row is None or row.state != timer.state:
                     continue
-                deadline = deadlines[timer.deadline]
                 payload = dict(deadline.payload)
                 key_field = next(
                     f for f in r.registry.event(deadline.emit).fields if f.name == r.registry.key

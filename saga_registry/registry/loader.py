@@ -6,6 +6,7 @@ from pathlib import Path
 
 from saga_registry.registry.build import build_registry
 from saga_registry.registry.errors import RegistryInvalid
+from saga_registry.registry.evolution import check_evolution
 from saga_registry.registry.model import Registry
 from saga_registry.registry.semantics import check_semantics
 from saga_registry.registry.source import load_document
@@ -25,6 +26,7 @@ def load_registry(path: Path | str, text: str | None = None) -> Registry:
         raise RegistryInvalid(problems)
     registry, problems = build_registry(doc)
     problems += check_semantics(registry, doc)
+    problems += check_evolution(registry, doc)
     if problems:
         raise RegistryInvalid(problems)
     return registry

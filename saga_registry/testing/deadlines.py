@@ -1,5 +1,5 @@
 """What a saga that did not end in time is waiting for: a deadline armed in some service
-(a row of its `saga_timers`) that the test has not moved the harness clock to."""
+(a row of its `saga_deadline_timers`) that the test has not moved the harness clock to."""
 
 from __future__ import annotations
 

@@ -1,0 +1,210 @@
+"""The abstract world `saga check` explores: one saga of a registry, as the engine runs it.
+
+What the engine guarantees, and this model therefore assumes (read from the engine):
+
+- All events of a saga are on one partition, so every service applies them in one log
+  order, and each service decides an event from the state it stored exactly as the whole
+  state machine decides it on the log's prefix (`registry.projection`). One state thus
+  stands for every service's view: the saga's state after the log so far.
+- An event allowed where it lands moves the saga, and each service reacting to it runs
+  its reaction once (inbox row and reaction writes in one transaction). An event not
+  allowed is recorded as skipped, and no reaction to it runs.
+- A reaction with `emits` must return one of them (the engine refuses `None`), except a
+  deferred one, which may answer now, later, or never.
+- A deadline of state S is armed by the service producing its event, when that service
+  moves the saga into S, unless its own reaction in that move already emitted an event
+  leaving S. A deferred answer and the deadlines of the same service in the state it
+  waits in take one timer row, so only one of them is ever emitted (`engine.answers`,
+  `engine.timers`).
+- What a service emits is appended to the log at any later moment: it may land after
+  events that moved the saga on (late), where it is skipped.
+- A redelivered event (same id) is dropped by the inbox, so a duplicate changes nothing.
+
+A configuration is the saga's state, the emissions still owed (each a `Slot`), the
+effects committed and not yet undone, and whether the saga began.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from saga_registry.registry.model import Registry
+
+SlotKind = Literal["initiate", "external", "react", "defer", "deadline"]
+How = Literal["initiated", "reacted", "answered", "deadline"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Slot:
+    """One emission still owed: by `service`, for `cause` (the event reacted to, or the
+    state whose deadline fires), paid by one event of `answers` or of `deadlines`."""
+
+    kind: SlotKind
+    service: str
+    cause: str
+    answers: tuple[str, ...]
+    """What the reaction (or a deferred reaction's late answer, or the initiator) emits."""
+    deadlines: tuple[str, ...] = ()
+    """What the service's deadlines of `state` emit, when they share this slot."""
+    state: str = ""
+    """The state the deadline (or the deferred answer sharing its timer) waits in."""
+
+    def ways(self) -> tuple[tuple[str, How], ...]:
+        """Each (event, how it is emitted) that pays this slot."""
+        first: How = _HOW[self.kind]
+        own = () if self.kind == "deadline" else tuple((e, first) for e in self.answers)
+        return own + tuple((e, "deadline") for e in self.deadlines)
+
+    def guaranteed(self, state: str) -> bool:
+        """Whether this emission must come while the saga is in `state`: a reaction's
+        always does; a deferred answer need not (it may never come), nor a later
+        initiating event (a customer may never cancel); a deadline does
+        while the saga still is in the state it guards."""
+        if self.kind in ("initiate", "react"):
+            return True
+        return bool(self.deadlines) and self.state == state
+
+
+_HOW: dict[SlotKind, How] = {
+    "initiate": "initiated",
+    "external": "initiated",
+    "react": "reacted",
+    "defer": "answered",
+    "deadline": "deadline",
+}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Config:
+    """A saga of the model: see the module docstring."""
+
+    state: str
+    owed: tuple[Slot, ...]
+    """A sorted multiset: a reaction that ran twice owes twice."""
+    effects: frozenset[str]
+    """Events applied that some compensation `undoes`, not undone since."""
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One event appended to the log, and what it did."""
+
+    event: str
+    service: str
+    how: How
+    slot: Slot
+    source: str
+    target: str | None
+    """None: not allowed in `source`, skipped."""
+
+    @property
+    def applied(self) -> bool:
+        """Whether the event moved the saga (rather than being skipped)."""
+        return self.target is not None
+
+
+class World:
+    """The registry's transition relation over configurations."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        sm = registry.state_machine
+        self.initial_state = sm.initial
+        self.delta: dict[tuple[str, str], str] = {
+            (src, t.event): t.target for t in sm.transitions for src in t.sources
+        }
+        self.terminal = frozenset(sm.terminal_states)
+        self.outcome = {s.name: s.outcome for s in sm.states}
+        self.undone_by: dict[str, tuple[str, ...]] = {}
+        """Effect event -> the compensations that undo it."""
+        for e in registry.events:
+            for u in e.undoes:
+                self.undone_by.setdefault(u, ())
+                self.undone_by[u] += (e.name,)
+        self._owed: dict[tuple[str, str], tuple[Slot, ...]] = {}
+        self.later = tuple(
+            Slot("external", s.name, "", (e,))
+            for s in registry.services
+            for e in s.initiates
+            if any(src != sm.initial for src, ev in self.delta if ev == e)
+        )
+        """Initiating events the machine also allows after the saga began (a customer's
+        cancellation, say): each may be emitted once, at any moment."""
+
+    def initial(self) -> Config:
+        """The saga before its first event: owed one initiating event."""
+        starts: list[Slot] = []
+        for s in self.registry.services:
+            if s.initiates:
+                starts.append(Slot("initiate", s.name, "", tuple(s.initiates)))
+        return Config(self.initial_state, tuple(sorted(starts)), frozenset())
+
+    def moves(self, config: Config) -> list[tuple[Move, Config]]:
+        """Every event that can be appended next, and where it leads."""
+        out: list[tuple[Move, Config]] = []
+        seen: set[Slot] = set()
+        for i, slot in enumerate(config.owed):
+            if slot in seen:
+                continue  # a second copy of an owed slot moves alike
+            seen.add(slot)
+            rest = config.owed[:i] + config.owed[i + 1 :]
+            if slot.kind == "initiate":
+                # A saga begins once: paying one initiator's slot drops the others'; an
+                # initiating event the machine also takes later may come once, any time.
+                rest = tuple(s for s in rest if s.kind != "initiate") + self.later
+            for event, how in slot.ways():
+                out.append(self._append(config, rest, slot, event, how))
+        return out
+
+    def _append(
+        self, config: Config, rest: tuple[Slot, ...], slot: Slot, event: str, how: How
+    ) -> tuple[Move, Config]:
+        source = config.state
+        target = self.delta.get((source, event))
+        move = Move(event, slot.service, how, slot, source, target)
+        if target is None:
+            return move, Config(source, rest, config.effects)
+        effects = set(config.effects) - set(self.registry.event(event).undoes)
+        if event in self.undone_by:
+            effects.add(event)
+        # A service keeps one timer per saga: a deadline owed again is still one.
+        new = tuple(s for s in self.owed(event, target) if s.kind != "deadline" or s not in rest)
+        owed = tuple(sorted(rest + new))
+        return move, Config(target, owed, frozenset(effects))
+
+    def owed(self, event: str, state: str) -> tuple[Slot, ...]:
+        """The emissions `event`, applied and entering `state`, makes owed."""
+        key = (event, state)
+        if key not in self._owed:
+            self._owed[key] = self._slots(event, state)
+        return self._owed[key]
+
+    def _slots(self, event: str, state: str) -> tuple[Slot, ...]:
+        reg = self.registry
+        fired_by: dict[str, list[str]] = {}
+        for d in reg.state_machine.deadlines:
+            if d.state == state:
+                emits = fired_by.setdefault(reg.event(d.emit).producer, [])
+                if d.emit not in emits:
+                    emits.append(d.emit)
+        slots: list[Slot] = []
+        for service in reg.services:
+            for r in service.reactions:
+                if r.event != event or not r.emits:
+                    continue
+                mine = fired_by.get(service.name)
+                if r.defer:
+                    # The answer and the service's deadlines take one timer row: one of
+                    # them is emitted, never both (engine.answers._still_waits).
+                    shared = tuple(fired_by.pop(service.name, ()))
+                    slots.append(Slot("defer", service.name, event, r.emits, shared, state))
+                    continue
+                if mine and all((state, x) in self.delta for x in r.emits):
+                    # Whatever it emits leaves the state: no timer is armed
+                    # (engine.deadlines.DeadlineArming.arm).
+                    fired_by.pop(service.name)
+                slots.append(Slot("react", service.name, event, r.emits))
+        for producer, emits in fired_by.items():
+            slots.append(Slot("deadline", producer, state, (), tuple(emits), state))
+        return tuple(sorted(slots))
