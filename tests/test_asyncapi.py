@@ -21,13 +21,28 @@ import yaml
 from saga_registry.codegen import check, write
 from saga_registry.codegen.json_schemas import DRAFT
 from saga_registry.engine.envelope import _REQUIRED as ENGINE_REQUIRED_HEADERS
-from saga_registry.registry import Registry, load_registry
+from saga_registry.registry import Registry, load_registry, versions
+from saga_registry.registry.model import object_schema
 from tests.autoreact import payload, sample
-from tests.helpers import GOLDEN, ORDERS, ROOT, TRIP, orders_data
+from tests.helpers import GOLDEN, ORDERS, ROOT, TRIP
 from tests.runtime_kit import SAMPLES
+from tests.test_kcat_contract import instance
+from tests.versioned import trip_v2
 
 VALIDATE = ROOT / "scripts" / "asyncapi-validate"
 REGISTRIES = sorted((ROOT / "tests" / "registries").glob("*.yaml"))
+SOURCES = [*(p.stem for p in REGISTRIES), "trip_v2"]
+"""The registries the document is checked on: tests/registries/, and the trip registry
+with two events at version 2 (tests/versioned.py)."""
+
+
+def source(name: str, tmp_path: Path) -> Path:
+    """The registry file called `name` (see SOURCES)."""
+    if name == "trip_v2":
+        path = tmp_path / "trip_v2.yaml"
+        path.write_text(trip_v2(), "utf-8")
+        return path
+    return ROOT / "tests" / "registries" / f"{name}.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -77,11 +92,13 @@ def test_the_official_parser_accepts_every_generated_document(node: None, tmp_pa
     assert reg.event("DeadLetter").kind == "failure"
     message = document(clash)["components"]["messages"]["DeadLetter"]
     assert message["headers"]["properties"]["ce_type"]["const"] == "DeadLetter", "the event's"
+    _, versioned = generated(tmp_path, source("trip_v2", tmp_path))
     files = [
         ROOT / "docs" / "asyncapi.yaml",  # the checkout's, as committed
         orders / "docs" / "asyncapi.yaml",  # generated now
         clash / "docs" / "asyncapi.yaml",
         GOLDEN / "trip_booking" / "docs" / "asyncapi.yaml",
+        versioned / "docs" / "asyncapi.yaml",  # older versions' messages too
     ]
     result = validate(*files)
     assert result.returncode == 0, result.stderr
@@ -125,42 +142,49 @@ def test_the_validator_names_a_missing_file(node: None, tmp_path: Path) -> None:
 # --- what the document says ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("registry", REGISTRIES, ids=lambda p: p.stem)
-def test_each_event_is_a_message_with_the_engine_s_headers_key_and_payload(
-    registry: Path, tmp_path: Path
+@pytest.mark.parametrize("name", SOURCES)
+def test_each_event_version_is_a_message_with_the_engine_s_headers_key_and_payload(
+    name: str, tmp_path: Path
 ) -> None:
-    reg, root = generated(tmp_path, registry)
+    reg, root = generated(tmp_path, source(name, tmp_path))
     doc = document(root)
     assert doc["asyncapi"] == "3.0.0" and doc["info"]["title"] == reg.title
     channels = doc["channels"]
     assert channels["events"]["address"] == reg.events_topic.name
     assert channels["deadLetters"]["address"] == reg.dead_letter_topic.name
-    assert list(channels["events"]["messages"]) == [e.name for e in reg.events]
     assert doc["servers"]["kafka"]["protocol"] == "kafka"
     key_field = next(f for f in reg.events[0].fields if f.name == reg.key)
+    ids = []
     for e in reg.events:
-        message = doc["components"]["messages"][e.name]
-        headers = message["headers"]
-        assert headers["required"] == list(ENGINE_REQUIRED_HEADERS)
-        assert headers["properties"]["ce_type"]["const"] == e.name
-        urn = f"urn:saga:{reg.name}:{e.name}:v{e.version}"
-        assert headers["properties"]["ce_dataschema"]["const"] == urn
-        assert message["payload"] == e.payload_schema()
-        assert message["contentType"] == "application/json"
-        assert message["summary"] == " ".join(e.stage_en.split())
-        assert message["bindings"]["kafka"]["key"]["type"] == "string"
-        if key_field.type == "string":
-            assert message["bindings"]["kafka"]["key"].get("pattern") == key_field.pattern
-        correlation = message["correlationId"]["$ref"].rsplit("/", 1)[1]
-        location = doc["components"]["correlationIds"][correlation]["location"]
-        assert location == "$message.header#/ce_correlationid"
+        for v in range(1, e.version + 1):
+            ids.append(e.name if v == e.version else f"{e.name}.v{v}")
+            message = doc["components"]["messages"][ids[-1]]
+            headers = message["headers"]
+            required = [*ENGINE_REQUIRED_HEADERS, *(["ce_dataschema"] if v > 1 else [])]
+            assert headers["required"] == required
+            assert headers["properties"]["ce_type"]["const"] == e.name
+            urn = f"urn:saga:{reg.name}:{e.name}:v{v}"
+            assert headers["properties"]["ce_dataschema"]["const"] == urn
+            assert message["x-saga-version"] == v
+            assert message["payload"] == object_schema(versions.fields_at(e, v))
+            assert message["contentType"] == "application/json"
+            assert message["summary"] == " ".join(e.stage_en.split())
+            key = message["bindings"]["kafka"]["key"]
+            assert key["type"] == "string"
+            if key_field.type == "string":
+                assert key.get("pattern") == key_field.pattern
+            correlation = message["correlationId"]["$ref"].rsplit("/", 1)[1]
+            location = doc["components"]["correlationIds"][correlation]["location"]
+            assert location == "$message.header#/ce_correlationid"
+        assert doc["components"]["messages"][e.name]["payload"] == e.payload_schema()
+    assert list(channels["events"]["messages"]) == ids
+    if name == "trip_v2":
+        assert "TripRequested.v1" in ids and "FlightBooked.v1" in ids
 
 
-@pytest.mark.parametrize("registry", REGISTRIES, ids=lambda p: p.stem)
-def test_operations_are_what_each_service_sends_and_receives(
-    registry: Path, tmp_path: Path
-) -> None:
-    reg, root = generated(tmp_path, registry)
+@pytest.mark.parametrize("name", SOURCES)
+def test_operations_are_what_each_service_sends_and_receives(name: str, tmp_path: Path) -> None:
+    reg, root = generated(tmp_path, source(name, tmp_path))
     operations = document(root)["operations"]
     for s in reg.services:
         sends = {
@@ -175,24 +199,51 @@ def test_operations_are_what_each_service_sends_and_receives(
         for r in s.reactions:
             op = operations[f"{s.name}.receive.{r.event}"]
             assert op["action"] == "receive"
-            assert op["messages"] == [{"$ref": f"#/channels/events/messages/{r.event}"}]
+            event = reg.event(r.event)  # every version of it: older ones are upcast
+            read = [f"{r.event}.v{v}" for v in range(1, event.version)] + [r.event]
+            assert op["messages"] == [{"$ref": f"#/channels/events/messages/{m}"} for m in read]
             assert op["x-saga-emits"] == list(r.emits)
             assert op.get("x-saga-defer", False) == r.defer
 
 
-def test_a_version_above_one_makes_ce_dataschema_required(tmp_path: Path) -> None:
-    data = orders_data()
-    data["events"]["PaymentFailed"]["version"] = 2
-    data["events"]["PaymentFailed"]["upcast"] = [{"from": 1, "rename": {"why": "reason"}}]
-    path = tmp_path / "orders.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
-    reg, root = generated(tmp_path, path)
-    assert reg.event("PaymentFailed").version == 2
-    headers = document(root)["components"]["messages"]["PaymentFailed"]["headers"]
-    assert "ce_dataschema" in headers["required"]
-    urn = headers["properties"]["ce_dataschema"]["const"]
-    assert urn == f"urn:saga:{reg.name}:PaymentFailed:v2"
-    assert (root / "docs" / "schemas" / "PaymentFailed.v2.json").exists()
+def test_older_versions_have_their_own_schema_and_message(tmp_path: Path) -> None:
+    reg, root = generated(tmp_path, source("trip_v2", tmp_path))
+    event = reg.event("TripRequested")
+    assert event.version == 2
+    folder = root / "docs" / "schemas"
+    v1 = json.loads((folder / "TripRequested.v1.json").read_text("utf-8"))
+    v2 = json.loads((folder / "TripRequested.v2.json").read_text("utf-8"))
+    assert ("notes" in v1["properties"], "remarks" in v1["properties"]) == (True, False)
+    assert ("notes" in v2["properties"], "remarks" in v2["properties"]) == (False, True)
+    assert "channel" not in v1["properties"] and "channel" in v2["required"]
+    assert v1["$id"] == f"urn:saga:{reg.name}:TripRequested:v1"
+    messages = document(root)["components"]["messages"]
+    assert messages["TripRequested.v1"]["payload"]["properties"] == v1["properties"]
+    assert "ce_dataschema" not in messages["TripRequested.v1"]["headers"]["required"]
+    assert "ce_dataschema" in messages["TripRequested"]["headers"]["required"]
+    ops = document(root)["operations"]
+    assert ops["Booking.send.TripRequested"]["messages"] == [
+        {"$ref": "#/channels/events/messages/TripRequested"}
+    ], "only the current version is produced"
+
+
+def test_an_older_version_s_instance_upcasts_to_a_valid_current_one(tmp_path: Path) -> None:
+    # The schema of version N-1 and the upcasts agree: what a producer writes after the
+    # old schema, the consumers read as a payload the current schema takes.
+    reg, root = generated(tmp_path, source("trip_v2", tmp_path))
+    folder = root / "docs" / "schemas"
+    older = [e for e in reg.events if e.version > 1]
+    assert older
+    for e in older:
+        current = jsonschema.Draft202012Validator(
+            json.loads((folder / f"{e.name}.v{e.version}.json").read_text("utf-8"))
+        )
+        for v in range(1, e.version):
+            schema = json.loads((folder / f"{e.name}.v{v}.json").read_text("utf-8"))
+            data = instance(schema)
+            jsonschema.Draft202012Validator(schema).validate(data)
+            assert not current.is_valid(data), "the versions differ"
+            current.validate(versions.upcast(e, data, v))
 
 
 def test_the_version_changes_with_the_contract_not_with_a_comment(tmp_path: Path) -> None:
@@ -222,21 +273,24 @@ def test_the_document_is_the_same_bytes_every_time(tmp_path: Path) -> None:
 # --- the JSON Schemas ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("registry", REGISTRIES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("name", SOURCES)
 def test_every_schema_file_is_a_valid_2020_12_schema_named_by_its_dataschema(
-    registry: Path, tmp_path: Path
+    name: str, tmp_path: Path
 ) -> None:
-    reg, root = generated(tmp_path, registry)
+    reg, root = generated(tmp_path, source(name, tmp_path))
     folder = root / "docs" / "schemas"
+    every = [(e, v) for e in reg.events for v in range(1, e.version + 1)]
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"{e.name}.v{e.version}.json" for e in reg.events
+        f"{e.name}.v{v}.json" for e, v in every
     )
-    for e in reg.events:
-        schema = json.loads((folder / f"{e.name}.v{e.version}.json").read_text("utf-8"))
+    for e, v in every:
+        schema = json.loads((folder / f"{e.name}.v{v}.json").read_text("utf-8"))
         jsonschema.Draft202012Validator.check_schema(schema)
         assert schema["$schema"] == DRAFT
-        assert schema["$id"] == f"urn:saga:{reg.name}:{e.name}:v{e.version}"
-        assert schema["required"] == [f.name for f in e.fields if f.required]
+        assert schema["$id"] == f"urn:saga:{reg.name}:{e.name}:v{v}"
+        fields = versions.fields_at(e, v)
+        assert schema["required"] == [f.name for f in fields if f.required]
+        assert list(schema["properties"]) == [f.name for f in fields]
 
 
 def _schemas(root: Path) -> dict[str, jsonschema.Draft202012Validator]:

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from saga_registry.codegen.json_schemas import dataschema, path_of
+from saga_registry.codegen.json_schemas import dataschema, path_of, versions_of
+from saga_registry.registry import versions
 from saga_registry.registry.model import Event, Registry, object_schema
 
 ASYNCAPI = "3.0.0"
@@ -82,7 +83,11 @@ def _document(registry: Registry) -> dict[str, Any]:
         },
         "operations": _operations(registry),
         "components": {
-            "messages": {e.name: _message(registry, e) for e in registry.events},
+            "messages": {
+                message_id(e, v): _message(registry, e, v)
+                for e in registry.events
+                for v in versions_of(e)
+            },
             "correlationIds": {
                 "saga": {
                     "description": "The id of the saga's first event, carried by every "
@@ -101,7 +106,11 @@ def _events_channel(registry: Registry) -> dict[str, Any]:
         "title": "Saga events",
         "description": f"Every event of every `{registry.name}` saga, keyed by the saga "
         f"key `{registry.key}`.",
-        "messages": {e.name: {"$ref": f"#/components/messages/{e.name}"} for e in registry.events},
+        "messages": {
+            message_id(e, v): {"$ref": f"#/components/messages/{message_id(e, v)}"}
+            for e in registry.events
+            for v in versions_of(e)
+        },
         "bindings": {"kafka": {"partitions": topic.partitions, "bindingVersion": KAFKA_BINDING}},
     }
 
@@ -121,34 +130,48 @@ def _dead_letter_channel(registry: Registry) -> dict[str, Any]:
     }
 
 
-def _message(registry: Registry, event: Event) -> dict[str, Any]:
-    older = [path_of(event, v).name for v in range(1, event.version)]
+def message_id(event: Event, version: int) -> str:
+    """The document's name for the message of `event` at `version`: the event's name for
+    its current version, `<Event>.v<N>` for an older one."""
+    return event.name if version == event.version else f"{event.name}.v{version}"
+
+
+def _message(registry: Registry, event: Event, version: int) -> dict[str, Any]:
+    urn = dataschema(registry, event, version)
+    schema = path_of(event, version).as_posix()
     text = " ".join((event.description or event.stage_en).split())
-    details = [
-        text if text.endswith((".", "!", "?")) else f"{text}.",
-        f"A {event.kind} event, produced by {event.producer}; version {event.version} "
-        f"(`ce_dataschema` {dataschema(registry, event, event.version)}, JSON Schema "
-        f"{path_of(event, event.version).as_posix()}).",
-    ]
-    if older:
+    details = [text if text.endswith((".", "!", "?")) else f"{text}."]
+    if version == event.version:
         details.append(
-            f"Older versions ({', '.join(older)}) are read as this one through the "
-            "registry's upcasts."
+            f"A {event.kind} event, produced by {event.producer}; version {version} "
+            f"(`ce_dataschema` {urn}, JSON Schema {schema})."
+        )
+        older = [message_id(event, v) for v in range(1, version)]
+        if older:
+            details.append(
+                f"Its older versions ({', '.join(older)}) are still read, as this one "
+                "through the registry's upcasts."
+            )
+    else:
+        details.append(
+            f"Version {version} of {event.name} (`ce_dataschema` {urn}, JSON Schema "
+            f"{schema}): no longer produced by {event.producer}, still read by every "
+            f"consumer as version {event.version} through the registry's upcasts."
         )
     if event.undoes:
         details.append(f"Undoes {', '.join(event.undoes)}.")
     return {
         "name": event.name,
-        "title": event.name,
+        "title": event.name if version == event.version else f"{event.name} v{version}",
         "summary": " ".join(event.stage_en.split()),
         "description": " ".join(details),
         "contentType": "application/json",
         "correlationId": CORRELATION,
-        "headers": _headers(registry, event),
-        "payload": object_schema(event.fields),
+        "headers": _headers(registry, event, version),
+        "payload": object_schema(versions.fields_at(event, version)),
         "bindings": {"kafka": {"key": _key(registry), "bindingVersion": KAFKA_BINDING}},
-        "x-saga-version": event.version,
-        "x-saga-dataschema": dataschema(registry, event, event.version),
+        "x-saga-version": version,
+        "x-saga-dataschema": urn,
     }
 
 
@@ -156,9 +179,10 @@ def _text(description: str, **more: Any) -> dict[str, Any]:
     return {"type": "string", "description": description, **more}
 
 
-def _headers(registry: Registry, event: Event) -> dict[str, Any]:
-    """The Kafka headers of `event` in binary mode, as the engine writes and reads them."""
-    urn = dataschema(registry, event, event.version)
+def _headers(registry: Registry, event: Event, version: int) -> dict[str, Any]:
+    """The Kafka headers of `event` at `version` in binary mode, as the engine writes and
+    reads them."""
+    urn = dataschema(registry, event, version)
     properties: dict[str, Any] = {
         "ce_specversion": _text("CloudEvents version.", const="1.0"),
         "ce_id": _text(
@@ -174,7 +198,8 @@ def _headers(registry: Registry, event: Event) -> dict[str, Any]:
         "ce_type": _text("The event's name.", const=event.name),
         "ce_time": _text("When the event happened (RFC 3339).", format="date-time"),
         "ce_dataschema": _text(
-            "The payload's version; absent means version 1.",
+            "The payload's schema and version; absent means version 1. A version newer "
+            "than the consumer's registry is refused (dead-lettered).",
             const=urn,
         ),
         "ce_partitionkey": _text(
@@ -194,7 +219,7 @@ def _headers(registry: Registry, event: Event) -> dict[str, Any]:
         ),
     }
     required = list(_REQUIRED_HEADERS)
-    if event.version > 1:  # absent would read the payload as version 1
+    if version > 1:  # absent would read the payload as version 1
         required.append("ce_dataschema")
     if registry.signed_events:
         properties["saga_signature"] = _text(
@@ -267,10 +292,13 @@ def _operations(registry: Registry) -> dict[str, Any]:
                 )
             else:
                 why = f"{s.name} produces it."
-            operations[f"{s.name}.send.{e.name}"] = _operation("send", EVENTS, e.name, why)
+            operations[f"{s.name}.send.{e.name}"] = _operation("send", EVENTS, [e.name], why)
         for r in s.reactions:
             what = " ".join(r.description.split()) or f"{s.name} reacts to {r.event}."
-            op = _operation("receive", EVENTS, r.event, what)
+            # Every version of the event it reacts to: older ones are upcast on reading.
+            event = registry.event(r.event)
+            read = [message_id(event, v) for v in versions_of(event)]
+            op = _operation("receive", EVENTS, read, what)
             op["x-saga-emits"] = list(r.emits)
             if r.defer:
                 op["x-saga-defer"] = True
@@ -279,18 +307,18 @@ def _operations(registry: Registry) -> dict[str, Any]:
             operations[f"{s.name}.send.DeadLetter"] = _operation(
                 "send",
                 DEAD_LETTERS,
-                "DeadLetter",
+                ["DeadLetter"],
                 f"{s.name} dead-letters what it cannot take in.",
             )
     return operations
 
 
-def _operation(action: str, channel: str, message: str, description: str) -> dict[str, Any]:
+def _operation(action: str, channel: str, messages: list[str], description: str) -> dict[str, Any]:
     return {
         "action": action,
         "channel": {"$ref": f"#/channels/{channel}"},
         "description": description,
-        "messages": [{"$ref": f"#/channels/{channel}/messages/{message}"}],
+        "messages": [{"$ref": f"#/channels/{channel}/messages/{m}"} for m in messages],
     }
 
 
