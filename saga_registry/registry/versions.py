@@ -68,16 +68,24 @@ def _one_step(step: Upcast, data: dict[str, Any]) -> dict[str, Any]:
     for old, new in step.rename:
         if old in data:
             data[new] = data.pop(old)
-    for name, pairs in step.values:
+    for name, _ in step.values:
         if name in data:
-            for old_value, new_value in pairs:
-                # `==` alone would take True for 1: an enum value is a string or an integer.
-                if type(data[name]) is type(old_value) and data[name] == old_value:
-                    data[name] = new_value
-                    break
+            data[name] = mapped(step, name, data[name])
     for name, value in step.defaults:
         data.setdefault(name, value)
     return data
+
+
+def mapped(step: Upcast, name: str, value: Any) -> Any:
+    """`value` of field `name` (by its new name) as `step` maps it: its new value if the
+    step lists it, else unchanged."""
+    for field_name, pairs in step.values:
+        if field_name == name:
+            for old_value, new_value in pairs:
+                # `==` alone would take True for 1: an enum value is a string or an integer.
+                if type(value) is type(old_value) and value == old_value:
+                    return new_value
+    return value
 
 
 def fields_at(event: Event, version: int) -> tuple[FieldSpec, ...]:
