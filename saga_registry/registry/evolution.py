@@ -8,7 +8,7 @@ from saga_registry.registry.model import Event, FieldSpec, Registry, Upcast, obj
 from saga_registry.registry.names import did_you_mean, snake_problem
 from saga_registry.registry.patterns import PayloadValidator
 from saga_registry.registry.source import Document, JsonPath
-from saga_registry.registry.versions import fields_at
+from saga_registry.registry.versions import fields_at, old_value_of
 
 
 class _Checker:
@@ -85,7 +85,16 @@ class _Checker:
             if spec is None:
                 continue
             for old_value, new_value in pairs:
-                if spec.enum and new_value not in spec.enum:
+                if spec.type == "integer" and not isinstance(old_value_of(spec, old_value), int):
+                    self.add(
+                        (*path, "values", name, old_value),
+                        f"{old_value!r} is not an integer: {name} is an integer field, so an "
+                        "older value of it is one too",
+                    )
+                # Typed: `True in (1, 2)` holds, but True is no value of an integer enum.
+                if spec.enum and not any(
+                    type(v) is type(new_value) and v == new_value for v in spec.enum
+                ):
                     self.add_value(
                         (*path, "values", name, old_value),
                         f"{new_value!r} is not a value of {name} in {target} "

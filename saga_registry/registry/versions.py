@@ -18,6 +18,7 @@ from typing import Any
 from saga_registry.registry.model import Event, FieldSpec, Upcast
 
 _VERSION = re.compile(r"[:/.]v([0-9]{1,6})(?:\.json)?$")
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def dataschema(saga: str, event: str, version: int) -> str:
@@ -49,13 +50,31 @@ def _one_step(step: Upcast, data: dict[str, Any]) -> dict[str, Any]:
     for name, pairs in step.values:
         if name in data:
             for old_value, new_value in pairs:
-                # `==` alone would take True for 1: an enum value is a string or an integer.
-                if type(data[name]) is type(old_value) and data[name] == old_value:
+                if is_old_value(data[name], old_value):
                     data[name] = new_value
                     break
     for name, value in step.defaults:
         data.setdefault(name, value)
     return data
+
+
+def is_old_value(value: Any, old: Any) -> bool:
+    """Whether payload `value` is `old`, an older value of a value map. The map's keys are
+    YAML keys, so text as written: an integer matches the text of its digits (`{2: 1}`).
+    `==` alone would take True for 1; an enum value is a string or an integer."""
+    if isinstance(value, bool) or isinstance(old, bool):
+        return value is old
+    if isinstance(value, int) and isinstance(old, str):
+        return _INTEGER.fullmatch(old) is not None and int(old) == value
+    return type(value) is type(old) and bool(value == old)
+
+
+def old_value_of(field: FieldSpec, old: Any) -> Any:
+    """The older value `old` (a value map's key) as a value of `field`: an integer for an
+    integer field whose key is the text of one, else `old` as it is."""
+    if field.type == "integer" and isinstance(old, str) and _INTEGER.fullmatch(old):
+        return int(old)
+    return old
 
 
 def fields_at(event: Event, version: int) -> tuple[FieldSpec, ...]:
@@ -82,7 +101,7 @@ def _one_step_back(step: Upcast, fields: tuple[FieldSpec, ...]) -> tuple[FieldSp
         if f.name in mapped and f.enum:
             pairs = mapped[f.name]
             targets = {new for _, new in pairs}
-            olds = [old for old, _ in pairs]
+            olds = [old_value_of(f, old) for old, _ in pairs]
             kept = [v for v in f.enum if v not in targets]
             f = dataclasses.replace(f, enum=tuple(dict.fromkeys([*olds, *kept])))
         older.append(dataclasses.replace(f, name=old_name.get(f.name, f.name)))
