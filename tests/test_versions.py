@@ -334,6 +334,24 @@ def test_a_rename_to_a_name_the_next_version_lacks_is_refused(tmp_path: Path) ->
     ]
 
 
+@pytest.mark.parametrize("version", [0, -1, 3])
+def test_upcast_from_a_version_the_event_never_had_raises(version: int) -> None:
+    event = _event(Upcast(1, rename=(("a", "b"),)))
+    with pytest.raises(ValueError, match=f"Thing has versions 1 to 2, not {version}"):
+        upcast(event, {"a": 1}, version)
+
+
+def test_two_renames_into_one_field_are_refused(tmp_path: Path) -> None:
+    text = _trip_upcast(
+        _TRIP_UPCAST.replace("{notes: remarks}", "{notes: remarks, comment: remarks}")
+    )
+    path, problems = _problems(tmp_path, text)
+    assert problems == [
+        f"{_at(path, 'comment: remarks', 'comment')}: 'notes' and 'comment' are both renamed "
+        "to 'remarks': a field takes the value of one"
+    ]
+
+
 def test_a_rename_from_a_name_still_a_field_is_refused(tmp_path: Path) -> None:
     text = _trip_upcast(
         _TRIP_UPCAST.replace("{notes: remarks}", "{notes: remarks, nights: budget}")

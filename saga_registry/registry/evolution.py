@@ -72,10 +72,19 @@ class _Checker:
                 self.add(where, f"'{name}' is not a field of {target}{did_you_mean(name, newer)}")
             return newer.get(name)
 
+        renamed_to: dict[str, str] = {}
         for old, new in step.rename:
             where = (*path, "rename", old)
             if known(new, where) is None:
                 continue
+            if new in renamed_to:
+                # Read in turn, the second would overwrite the first's value.
+                self.add(
+                    where,
+                    f"'{renamed_to[new]}' and '{old}' are both renamed to '{new}': "
+                    "a field takes the value of one",
+                )
+            renamed_to.setdefault(new, old)
             if old in newer:
                 self.add(where, f"'{old}' is still a field of {target}: rename it to another name")
             if self.reg.key in (old, new):

@@ -36,7 +36,10 @@ def version_of(dataschema: str) -> int | None:
 
 def upcast(event: Event, payload: dict[str, Any], from_version: int) -> dict[str, Any]:
     """`payload` of `event` at `from_version` (below the current version) read as the
-    current version: a new dict; `payload` is left as it is."""
+    current version: a new dict; `payload` is left as it is. Raises `ValueError` for a
+    version `event` never had."""
+    if not 1 <= from_version <= event.version:
+        raise ValueError(f"{event.name} has versions 1 to {event.version}, not {from_version}")
     data = dict(payload)
     for step in event.upcasts[from_version - 1 :]:
         data = _one_step(step, data)
