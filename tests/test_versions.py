@@ -300,6 +300,29 @@ def test_a_version_without_its_upcast_is_refused_at_the_version(tmp_path: Path) 
     ]
 
 
+def test_version_two_without_an_upcast_is_refused(tmp_path: Path) -> None:
+    text = _swap(
+        trip_v2(),
+        "  HotelBooked:\n    kind: domain\n",
+        "  HotelBooked:\n    version: 2\n    kind: domain\n",
+    )
+    path, problems = _problems(tmp_path, text)
+    assert problems == [
+        f"{_at(path, 'version: 2', '2', occurrence=3)}: HotelBooked is at version 2 but has no "
+        "upcast from version 1: add `upcast: [{from: 1}]` with what changed (an empty one for "
+        "none)"
+    ]
+    # An empty upcast says nothing changed: version 1 reads as it is.
+    fixed = text.replace(
+        "    version: 2\n    kind: domain\n",
+        "    version: 2\n    upcast: [{from: 1}]\n    kind: domain\n",
+    )
+    path.write_text(fixed, encoding="utf-8")
+    hotel = load_registry(path).event("HotelBooked")
+    assert fields_at(hotel, 1) == hotel.fields
+    assert upcast(hotel, {"booking_id": "b1"}, 1) == {"booking_id": "b1"}
+
+
 def test_a_version_with_no_upcast_at_all_names_every_missing_one(tmp_path: Path) -> None:
     text = _swap(trip_v2(), "    version: 2\n    upcast:\n" + _TRIP_UPCAST, "    version: 3\n")
     path, problems = _problems(tmp_path, text)
@@ -598,13 +621,14 @@ def test_a_version_one_event_reads_as_the_current_class(
     assert not hasattr(event, "pnr")
 
 
+@pytest.mark.parametrize("schema", ["", "urn:saga:trip_booking:TripRequested:v1"])
 def test_an_old_trip_request_gets_renamed_mapped_and_defaulted_fields(
-    trip_v2_types: tuple[Registry, dict[str, Any]],
+    trip_v2_types: tuple[Registry, dict[str, Any]], schema: str
 ) -> None:
     registry, types = trip_v2_types
     old = payload(load_registry(TRIP), "TripRequested", "b2")
     old.update(car_class="economy", notes="aisle")
-    event = _codec(registry, types, "Flights").decode(_envelope("TripRequested", old))
+    event = _codec(registry, types, "Flights").decode(_envelope("TripRequested", old, schema))
     assert (event.car_class, event.remarks, event.channel) == ("mini", "aisle", "web")
     kept = dict(old, car_class="suv")
     assert _codec(registry, types).decode(_envelope("TripRequested", kept)).car_class == "suv"
