@@ -457,6 +457,25 @@ def test_a_value_map_from_a_non_integer_on_an_integer_field_is_refused(tmp_path:
 
 
 @pytest.mark.parametrize(
+    ("mapped", "message"),
+    [
+        ("{2: two}", "value map of 'nights': 'two' is not of type 'integer'"),
+        ("{2: 0}", "value map of 'nights': 0 is less than the minimum of 1"),
+    ],
+)
+def test_a_value_map_to_a_value_its_field_refuses_is_refused(
+    tmp_path: Path, mapped: str, message: str
+) -> None:
+    # nights has no enum: the value is checked against the field's type and range.
+    text = _trip_upcast(
+        _TRIP_UPCAST.replace("{car_class: {economy: mini}}", f"{{nights: {mapped}}}")
+    )
+    path, problems = _problems(tmp_path, text)
+    value = mapped.strip("{}").split(": ")[1]
+    assert problems == [f"{_at(path, mapped, value)}: {message}"]
+
+
+@pytest.mark.parametrize(
     ("default", "message"),
     [
         ("{channel: 3}", "default for 'channel': 3 is not of type 'string'"),

@@ -3,6 +3,8 @@ and their upcasts, the events each compensation undoes, deadline names."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from saga_registry.registry.errors import Problem
 from saga_registry.registry.model import Event, FieldSpec, Registry, Upcast, object_schema
 from saga_registry.registry.names import did_you_mean, snake_problem
@@ -109,6 +111,12 @@ class _Checker:
                         f"{new_value!r} is not a value of {name} in {target} "
                         f"(its values: {', '.join(map(str, spec.enum))})",
                     )
+                elif not spec.enum:
+                    # Every older event holding the value would fail to read as n+1.
+                    for message in _misfits(spec, new_value):
+                        self.add_value(
+                            (*path, "values", name, old_value), f"value map of '{name}': {message}"
+                        )
         for name, value in step.defaults:
             spec = known(name, (*path, "default", name))
             if spec is None:
@@ -116,10 +124,8 @@ class _Checker:
             if name == self.reg.key:
                 self.add((*path, "default", name), "the saga key is in every version: no default")
                 continue
-            schema = object_schema((spec,))
-            schema["required"] = []
-            for err in PayloadValidator(schema).iter_errors({name: value}):
-                self.add_value((*path, "default", name), f"default for '{name}': {err.message}")
+            for message in _misfits(spec, value):
+                self.add_value((*path, "default", name), f"default for '{name}': {message}")
 
     # -- compensations ------------------------------------------------------------------
 
@@ -156,6 +162,13 @@ class _Checker:
                     "distinct `name`",
                 )
             first.setdefault(d.key, i)
+
+
+def _misfits(spec: FieldSpec, value: Any) -> list[str]:
+    """How `value` does not fit field `spec` (empty when it does)."""
+    schema = object_schema((spec,))
+    schema["required"] = []
+    return [err.message for err in PayloadValidator(schema).iter_errors({spec.name: value})]
 
 
 def check_evolution(registry: Registry, doc: Document) -> list[Problem]:
