@@ -943,3 +943,17 @@ async def test_replicas_starting_together_move_the_timers_once(db_url: str) -> N
         finally:
             for d in [db, *others]:
                 await d.stop()
+
+
+def test_a_structured_record_carries_the_version_too(
+    trip_v2_types: tuple[Registry, dict[str, Any]],
+) -> None:
+    registry, types = trip_v2_types
+    urn = dataschema(registry.name, "FlightBooked", 1)
+    record = _envelope("FlightBooked", _FLIGHT_V1, urn).to_structured_record("t")
+    env = Envelope.from_record(record)
+    assert env.dataschema == urn
+    assert _codec(registry, types).decode(env).record_locator == "ABC123"
+    newer = _envelope("FlightBooked", _FLIGHT_V1, dataschema(registry.name, "FlightBooked", 3))
+    with pytest.raises(BadEnvelope, match="newer"):
+        _codec(registry, types).decode(Envelope.from_record(newer.to_structured_record("t")))
