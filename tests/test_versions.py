@@ -51,7 +51,7 @@ from saga_registry.registry import Registry, RegistryInvalid, load_registry
 from saga_registry.registry.model import Event, FieldSpec, Upcast
 from saga_registry.registry.versions import dataschema, fields_at, upcast, version_of
 from tests.autoreact import payload
-from tests.helpers import CHECKOUT, TRIP
+from tests.helpers import ORDERS, TRIP
 from tests.test_saga_run import make_project, start
 from tests.versioned import trip_v2
 
@@ -283,7 +283,7 @@ def test_the_versioned_and_shipped_registries_load_without_problems(tmp_path: Pa
         "TripRequested": 2,
         "FlightBooked": 2,
     }
-    checkout = load_registry(CHECKOUT)
+    checkout = load_registry(ORDERS)  # the frozen copy of the checkout
     assert checkout.event("InventoryReleased").undoes == ("InventoryReserved",)
 
 
@@ -726,15 +726,22 @@ def test_a_record_of_an_unversioned_registry_is_version_one() -> None:
 # -- signatures ---------------------------------------------------------------------------
 
 _FLIGHTS = Key("f1", b"f" * 32)
-_SIGNED_BEFORE_VERSIONS = ("ce_id", "ce_source", "ce_type", "ce_time", "ce_correlationid")
-"""The headers signatures covered before versions (with `ce_causationid`)."""
+_SIGNED_BEFORE_VERSIONS = (
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_time",
+    "ce_correlationid",
+    "ce_causationid",
+)
+"""The headers signatures covered before versions, in their order."""
 
 
 def _mac_before_versions(secret: bytes, record: Record) -> str:
     """The signature as written before versions: the CloudEvents attributes, key, value."""
     mac = hmac.new(secret, digestmod=hashlib.sha256)
-    heads = (*_SIGNED_BEFORE_VERSIONS, "ce_causationid")
-    for part in (*(record.header(h) or b"" for h in heads), record.key, record.value):
+    heads = (record.header(h) or b"" for h in _SIGNED_BEFORE_VERSIONS)
+    for part in (*heads, record.key, record.value):
         mac.update(len(part).to_bytes(8, "big"))
         mac.update(part)
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
