@@ -9,13 +9,9 @@ What the engine guarantees, and this model therefore assumes (read from the engi
 - An event allowed where it lands moves the saga, and each service reacting to it runs
   its reaction once (inbox row and reaction writes in one transaction). An event not
   allowed is recorded as skipped, and no reaction to it runs.
-- A reaction with `emits` must return one of them (the engine refuses `None`), except a
-  deferred one, which may answer now, later, or never.
-- A deadline of state S is armed by the service producing its event, when that service
-  moves the saga into S, unless its own reaction in that move already emitted an event
-  leaving S. A deferred answer and the deadlines of the same service in the state it
-  waits in take one timer row, so only one of them is ever emitted (`engine.answers`,
-  `engine.timers`).
+- What an applied event makes owed (each reaction's emission, the deadlines armed, a
+  deferred answer sharing one timer row with its service's deadlines) is
+  `registry.obligations`, the reading of the engine the projections share.
 - What a service emits is appended to the log at any later moment: it may land after
   events that moved the saga on (late), where it is skipped.
 - A redelivered event (same id) is dropped by the inbox, so a duplicate changes nothing.
@@ -27,52 +23,9 @@ effects committed and not yet undone, and whether the saga began.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from saga_registry.registry.model import Registry
-
-SlotKind = Literal["initiate", "external", "react", "defer", "deadline"]
-How = Literal["initiated", "reacted", "answered", "deadline"]
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Slot:
-    """One emission still owed: by `service`, for `cause` (the event reacted to, or the
-    state whose deadline fires), paid by one event of `answers` or of `deadlines`."""
-
-    kind: SlotKind
-    service: str
-    cause: str
-    answers: tuple[str, ...]
-    """What the reaction (or a deferred reaction's late answer, or the initiator) emits."""
-    deadlines: tuple[str, ...] = ()
-    """What the service's deadlines of `state` emit, when they share this slot."""
-    state: str = ""
-    """The state the deadline (or the deferred answer sharing its timer) waits in."""
-
-    def ways(self) -> tuple[tuple[str, How], ...]:
-        """Each (event, how it is emitted) that pays this slot."""
-        first: How = _HOW[self.kind]
-        own = () if self.kind == "deadline" else tuple((e, first) for e in self.answers)
-        return own + tuple((e, "deadline") for e in self.deadlines)
-
-    def guaranteed(self, state: str) -> bool:
-        """Whether this emission must come while the saga is in `state`: a reaction's
-        always does; a deferred answer need not (it may never come), nor a later
-        initiating event (a customer may never cancel); a deadline does
-        while the saga still is in the state it guards."""
-        if self.kind in ("initiate", "react"):
-            return True
-        return bool(self.deadlines) and self.state == state
-
-
-_HOW: dict[SlotKind, How] = {
-    "initiate": "initiated",
-    "external": "initiated",
-    "react": "reacted",
-    "defer": "answered",
-    "deadline": "deadline",
-}
+from saga_registry.registry.obligations import How, Obligations, Slot
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -111,9 +64,10 @@ class World:
         self.registry = registry
         sm = registry.state_machine
         self.initial_state = sm.initial
-        self.delta: dict[tuple[str, str], str] = {
-            (src, t.event): t.target for t in sm.transitions for src in t.sources
-        }
+        self.obligations = Obligations(registry)
+        self.delta = self.obligations.delta
+        self.owed = self.obligations.owed
+        """What an event, applied and entering a state, makes owed."""
         self.terminal = frozenset(sm.terminal_states)
         self.outcome = {s.name: s.outcome for s in sm.states}
         self.undone_by: dict[str, tuple[str, ...]] = {}
@@ -122,7 +76,6 @@ class World:
             for u in e.undoes:
                 self.undone_by.setdefault(u, ())
                 self.undone_by[u] += (e.name,)
-        self._owed: dict[tuple[str, str], tuple[Slot, ...]] = {}
         self.later = tuple(
             Slot("external", s.name, "", (e,))
             for s in registry.services
@@ -172,39 +125,3 @@ class World:
         new = tuple(s for s in self.owed(event, target) if s.kind != "deadline" or s not in rest)
         owed = tuple(sorted(rest + new))
         return move, Config(target, owed, frozenset(effects))
-
-    def owed(self, event: str, state: str) -> tuple[Slot, ...]:
-        """The emissions `event`, applied and entering `state`, makes owed."""
-        key = (event, state)
-        if key not in self._owed:
-            self._owed[key] = self._slots(event, state)
-        return self._owed[key]
-
-    def _slots(self, event: str, state: str) -> tuple[Slot, ...]:
-        reg = self.registry
-        fired_by: dict[str, list[str]] = {}
-        for d in reg.state_machine.deadlines:
-            if d.state == state:
-                emits = fired_by.setdefault(reg.event(d.emit).producer, [])
-                if d.emit not in emits:
-                    emits.append(d.emit)
-        slots: list[Slot] = []
-        for service in reg.services:
-            for r in service.reactions:
-                if r.event != event or not r.emits:
-                    continue
-                mine = fired_by.get(service.name)
-                if r.defer:
-                    # The answer and the service's deadlines take one timer row: one of
-                    # them is emitted, never both (engine.answers._still_waits).
-                    shared = tuple(fired_by.pop(service.name, ()))
-                    slots.append(Slot("defer", service.name, event, r.emits, shared, state))
-                    continue
-                if mine and all((state, x) in self.delta for x in r.emits):
-                    # Whatever it emits leaves the state: no timer is armed
-                    # (engine.deadlines.DeadlineArming.arm).
-                    fired_by.pop(service.name)
-                slots.append(Slot("react", service.name, event, r.emits))
-        for producer, emits in fired_by.items():
-            slots.append(Slot("deadline", producer, state, (), tuple(emits), state))
-        return tuple(sorted(slots))

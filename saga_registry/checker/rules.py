@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from saga_registry.checker.explore import Exploration
-from saga_registry.checker.model import Config, Move, Slot
+from saga_registry.checker.model import Config, Move
+from saga_registry.registry.obligations import Slot
 
 Status = Literal["proved", "bounded", "violated"]
 

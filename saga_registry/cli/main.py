@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from saga_registry.cli.check import check
+from saga_registry.cli.compat import compat
 from saga_registry.cli.databases import db_group
 from saga_registry.cli.diff import diff, since_head
 from saga_registry.cli.dlq import dlq
@@ -183,6 +184,7 @@ main.add_command(init)
 main.add_command(run)
 main.add_command(dlq)
 main.add_command(diff)
+main.add_command(compat)
 main.add_command(db_group)
 main.add_command(start)
 main.add_command(sagas)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import shutil
 import subprocess
 import time
@@ -24,7 +23,8 @@ from saga_registry.cli.options import (
     stuck_for_option,
 )
 from saga_registry.engine import inspect
-from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
+from saga_registry.engine.buses import KafkaOptions
+from saga_registry.engine.dead_letters import read_dead_letters
 from saga_registry.engine.errors import EngineError
 from saga_registry.engine.listing import listing
 from saga_registry.engine.trace import (
@@ -214,17 +214,8 @@ async def _letters(
     reg: Registry, url: str, kafka: KafkaOptions, saga_id: str
 ) -> tuple[list[Letter], str]:
     """The saga's dead letters, or none and why the topic could not be read."""
-    topic = reg.dead_letter_topic.name
-    bus = bus_from_url(url, kafka_options=kafka)
-    if isinstance(bus, EmbeddedBus) and not bus.path.is_file():
-        return [], f"dead-letter topic not read: no embedded log at {bus.path}"
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
-        async with bus as live:
-            deliveries = await live.read_all(topic)
-    except EngineError as exc:
-        return [], f"dead-letter topic not read: {exc}"
-    return letters_of(deliveries, saga_id, reg.events_topic.name), ""
+    deliveries, note = await read_dead_letters(reg, url, kafka)
+    return letters_of(deliveries, saga_id, reg.events_topic.name), note
 
 
 def _print_trace(reg: Registry, t: Trace, services: list[str]) -> None:

@@ -41,28 +41,23 @@ async def initiate(runner: ServiceRunner, event: Any, effects: Effects | None = 
             f"initiate {', '.join(sorted(runner.initiates)) or 'nothing'}"
         )
     saga_id = event.saga_id()
-    span = None if runner.tracing is None else runner.tracing.produce(kind, saga_id, "initiate")
-    traceparent, tracestate = ("", "") if span is None else span.carrier
-    env = Envelope.new(
-        type=kind,
-        source=runner.source,
-        saga_id=saga_id,
-        data=event.to_json(),
-        traceparent=traceparent,
-        tracestate=tracestate,
-    )
-    try:
+    with _Sending() as sending:
+        if runner.tracing is not None:
+            sending.span = runner.tracing.produce(kind, saga_id, "initiate")
+        traceparent, tracestate = sending.carrier
+        env = sending.env = Envelope.new(
+            type=kind,
+            source=runner.source,
+            saga_id=saga_id,
+            data=event.to_json(),
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
         async with runner.db.transaction() as conn:
             if effects is not None:
                 await effects(conn)
             row = await runner.write_outbox(conn, env, time.time())
         runner.committed([row])
-    except BaseException as exc:
-        if span is not None:
-            span.failed(exc)
-        raise
-    if span is not None:
-        span.sent(env)
     return env
 
 
@@ -83,8 +78,7 @@ async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = No
         )
     saga_id = event.saga_id()
     data = event.to_json()
-    span: SendSpan | None = None
-    try:
+    with _Sending() as sending:
         async with runner.db.transaction() as conn:
             row = await saga_row(conn, saga_id)
             if row is None:
@@ -93,10 +87,10 @@ async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = No
                 # In the saga's trace, under the span that moved it into the state it
                 # waits in (the caller's own span, if any, is linked).
                 stored = (row.traceparent or "", row.tracestate or "")
-                span = runner.tracing.produce(kind, saga_id, "answer", stored)
+                sending.span = runner.tracing.produce(kind, saga_id, "answer", stored)
             await _still_waits(runner, conn, row.state, kind, saga_id)
-            traceparent, tracestate = ("", "") if span is None else span.carrier
-            env = Envelope.new(
+            traceparent, tracestate = sending.carrier
+            env = sending.env = Envelope.new(
                 type=kind,
                 source=runner.source,
                 saga_id=saga_id,
@@ -110,13 +104,32 @@ async def answer(runner: ServiceRunner, event: Any, effects: Effects | None = No
                 await effects(conn)
             queued = await runner.write_outbox(conn, env, time.time())
         runner.committed([queued])
-    except BaseException as exc:
-        if span is not None:
-            span.failed(exc)
-        raise
-    if span is not None:
-        span.sent(env)
     return env
+
+
+class _Sending:
+    """The span of one event emitted outside a reaction, when traced: ended as sent with
+    `env` when the block completes, as failed with the exception when it raises."""
+
+    def __init__(self) -> None:
+        self.span: SendSpan | None = None
+        self.env: Envelope | None = None
+
+    @property
+    def carrier(self) -> tuple[str, str]:
+        """The span's (traceparent, tracestate) for the event; empty when not traced."""
+        return ("", "") if self.span is None else self.span.carrier
+
+    def __enter__(self) -> _Sending:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if self.span is None:
+            return
+        if exc is not None:
+            self.span.failed(exc)
+        elif self.env is not None:
+            self.span.sent(self.env)
 
 
 async def saga_row(conn: AsyncConnection, saga_id: str) -> Any:

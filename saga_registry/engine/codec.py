@@ -16,7 +16,7 @@ from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope, ForbiddenEmit
 from saga_registry.engine.signing import Keyring
 from saga_registry.registry.model import Registry
-from saga_registry.registry.versions import dataschema, upcast, version_of
+from saga_registry.registry.versions import dataschema, upcast, version_in
 
 
 class EventCodec:
@@ -85,26 +85,12 @@ class EventCodec:
         return event
 
     def version(self, envelope: Envelope) -> int:
-        """The version of its event `envelope` carries: the one its `dataschema` names, 1
-        without one; raises `BadEnvelope` for a version this registry cannot read."""
-        if not envelope.dataschema:
-            return 1
-        version = version_of(envelope.dataschema)
-        if version is None:
-            raise BadEnvelope(
-                f"dataschema {envelope.dataschema!r} of {envelope.type} names no version "
-                "(expected it to end in :v<N>)"
-            )
-        current = self.registry.event(envelope.type).version
-        if version > current:
-            # A newer producer than this consumer: consumers are deployed first.
-            raise BadEnvelope(
-                f"{envelope.type} version {version} is newer than this registry's "
-                f"{current}: deploy the new registry to its consumers first"
-            )
-        if version < 1:
-            raise BadEnvelope(f"{envelope.type} version {version} does not exist")
-        return version
+        """The version of its event `envelope` carries (`registry.versions.version_in`);
+        raises `BadEnvelope` for a version this registry cannot read."""
+        try:
+            return version_in(self.registry.event(envelope.type), envelope.dataschema)
+        except ValueError as exc:
+            raise BadEnvelope(str(exc)) from None
 
     def _upcast(self, envelope: Envelope, version: int) -> dict[str, Any]:
         try:

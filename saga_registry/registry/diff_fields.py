@@ -11,6 +11,7 @@ from typing import Any
 
 from saga_registry.registry.diff_change import CONSUMERS_FIRST, Change
 from saga_registry.registry.model import Event, FieldSpec, Upcast
+from saga_registry.registry.versions import mapped
 
 
 def upcast_step(e: Event, from_version: int) -> Upcast | None:
@@ -70,11 +71,7 @@ class PayloadDiff:
         def value(field: str, v: Any) -> Any:
             for step in self.steps:
                 field = dict(step.rename).get(field, field)
-                for old, new in dict(step.values).get(field, ()):
-                    # As the engine maps them: `==` alone would take True for 1.
-                    if type(v) is type(old) and v == old:
-                        v = new
-                        break
+                v = mapped(step, field, v)
             return v
 
         return _Carried(names, defaults, value)

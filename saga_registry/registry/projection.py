@@ -12,13 +12,14 @@ logs: an event is on the log only because its producer put it there as the regis
 (initiating a saga, reacting to an event, answering a deferred reaction, or firing a
 deadline), each reaction once; any of them may arrive late, after the saga moved on, and
 is then not allowed. The model tracks a configuration per saga: the state, and the
-emissions still owed (a reaction's one event among its `emits`, a deadline's event; a
-deferred answer and the deadlines of the same wait share one, since they take one timer
-row). Who sends an event is checked by `saga.signed_events`; without it, a service also
-sees the events that begin a saga, so that an event of a saga that never began is
-refused everywhere, but an event forged for a saga in flight can be taken by a service
-that does not see the events that would refute it, where the whole machine would refuse
-it: a registry that must refuse forged events turns signed events on.
+emissions still owed, as `registry.obligations` reads them from the engine (a reaction's
+one event among its `emits`, a deadline's event; a deferred answer and the deadlines of
+the same wait share one, since they take one timer row). Who sends an event is checked
+by `saga.signed_events`; without it, a service also sees the events that begin a saga,
+so that an event of a saga that never began is refused everywhere, but an event forged
+for a saga in flight can be taken by a service that does not see the events that would
+refute it, where the whole machine would refuse it: a registry that must refuse forged
+events turns signed events on.
 
 A service stores, as its saga state, where the last event it applied led. From a stored
 state, the configurations the saga may be in are those of the whole machine in that
@@ -37,10 +38,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from saga_registry.registry.model import Registry
+from saga_registry.registry.obligations import Obligations, Slot
 
-Slot = tuple[str, frozenset[str]]
-"""An emission still owed: who owes it, and the events that would pay it (one of them)."""
-Config = tuple[str, frozenset[Slot]]
+Due = tuple[str, frozenset[str]]
+"""An emission still owed, as the projection tells them apart: who owes it (and for
+which event, or which state's deadlines), and the events that would pay it (one of
+them). Owed twice is owed once: a configuration holds a set."""
+Config = tuple[str, frozenset[Due]]
 """A saga of the model: its state and the emissions still owed."""
 
 MAX_CONFIGS = 20_000
@@ -85,48 +89,26 @@ class Model:
         sm = registry.state_machine
         self.registry = registry
         self.initial = sm.initial
-        self.delta: dict[tuple[str, str], str] = {
-            (src, t.event): t.target for t in sm.transitions for src in t.sources
-        }
+        self.obligations = Obligations(registry)
+        self.delta = self.obligations.delta
         self.initiated = frozenset(e for s in registry.services for e in s.initiates)
         self.events = tuple(e.name for e in registry.events)
         self.kind = {e.name: e.kind for e in registry.events}
-        self._owed: dict[tuple[str, str], frozenset[Slot]] = {}
+        self._owed: dict[tuple[str, str], frozenset[Due]] = {}
         self.work = 0
         self.configs = self._explore()
         self.in_state: dict[str, list[Config]] = {}
         for config in self.configs:
             self.in_state.setdefault(config[0], []).append(config)
 
-    def owed(self, event: str, state: str) -> frozenset[Slot]:
+    def owed(self, event: str, state: str) -> frozenset[Due]:
         """The emissions `event` entering `state` makes owed."""
         key = (event, state)
-        if key not in self._owed:
-            self._owed[key] = self._slots(event, state)
-        return self._owed[key]
-
-    def _slots(self, event: str, state: str) -> frozenset[Slot]:
-        reg = self.registry
-        deadlines = [d for d in reg.state_machine.deadlines if d.state == state]
-        fired_by: dict[str, set[str]] = {}
-        for d in deadlines:
-            fired_by.setdefault(reg.event(d.emit).producer, set()).add(d.emit)
-        slots: set[Slot] = set()
-        for service in reg.services:
-            for r in service.reactions:
-                if r.event != event or not r.emits:
-                    continue
-                alts = set(r.emits)
-                mine = fired_by.get(service.name)
-                if mine and r.defer:
-                    # The answer and the deadline take one timer row: one of them.
-                    alts |= fired_by.pop(service.name)
-                elif mine and all((state, x) in self.delta for x in r.emits):
-                    fired_by.pop(service.name)  # every answer leaves: no timer is armed
-                slots.add((f"{service.name}:{event}", frozenset(alts)))
-        for producer, emits in fired_by.items():
-            slots.add((f"{producer}:deadline:{state}", frozenset(emits)))
-        return frozenset(slots)
+        found = self._owed.get(key)
+        if found is None:
+            found = frozenset(_due(slot) for slot in self.obligations.owed(event, state))
+            self._owed[key] = found
+        return found
 
     def offered(self, config: Config) -> frozenset[str]:
         """The events that can be put on the log in `config`: those that begin a saga,
@@ -142,7 +124,7 @@ class Model:
             raise TooLarge
         state, owed = config
         target = self.delta.get((state, event))
-        payers: list[frozenset[Slot]] = []
+        payers: list[frozenset[Due]] = []
         if event in self.initiated:
             payers.append(owed)
         payers.extend(owed - {slot} for slot in owed if event in slot[1])
@@ -166,6 +148,14 @@ class Model:
                             raise TooLarge
                         todo.append(nxt)
         return frozenset(seen)
+
+
+def _due(slot: Slot) -> Due:
+    """`slot` as the projection tells emissions apart: which events can pay it is all
+    that decides what comes next, so how each would be emitted is dropped."""
+    if slot.kind == "deadline":
+        return f"{slot.service}:deadline:{slot.state}", frozenset(slot.deadlines)
+    return f"{slot.service}:{slot.cause}", frozenset(slot.answers + slot.deadlines)
 
 
 class _View:
@@ -297,8 +287,8 @@ def counterexample(registry: Registry, projections: Mapping[str, Projection]) ->
     stored state beside the saga's configuration."""
     model = Model(registry)
     names = sorted(projections)
-    start = (model.initial, frozenset[Slot](), tuple(model.initial for _ in names))
-    paths: dict[tuple[str, frozenset[Slot], tuple[str, ...]], list[str]] = {start: []}
+    start = (model.initial, frozenset[Due](), tuple(model.initial for _ in names))
+    paths: dict[tuple[str, frozenset[Due], tuple[str, ...]], list[str]] = {start: []}
     todo = [start]
     while todo:
         node = todo.pop()

@@ -34,6 +34,28 @@ def version_of(dataschema: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def version_in(event: Event, dataschema: str) -> int:
+    """The version of `event` an event carrying `dataschema` holds (1 without one);
+    raises ValueError saying why when this registry cannot read it: no version named, or
+    one newer than the registry's (consumers are deployed before producers)."""
+    if not dataschema:
+        return 1
+    version = version_of(dataschema)
+    if version is None:
+        raise ValueError(
+            f"dataschema {dataschema!r} of {event.name} names no version "
+            "(expected it to end in :v<N>)"
+        )
+    if version > event.version:
+        raise ValueError(
+            f"{event.name} version {version} is newer than this registry's "
+            f"{event.version}: deploy the new registry to its consumers first"
+        )
+    if version < 1:
+        raise ValueError(f"{event.name} version {version} does not exist")
+    return version
+
+
 def upcast(event: Event, payload: dict[str, Any], from_version: int) -> dict[str, Any]:
     """`payload` of `event` at `from_version` (below the current version) read as the
     current version: a new dict; `payload` is left as it is. Raises `ValueError` for a
@@ -50,15 +72,23 @@ def _one_step(step: Upcast, data: dict[str, Any]) -> dict[str, Any]:
     for old, new in step.rename:
         if old in data:
             data[new] = data.pop(old)
-    for name, pairs in step.values:
+    for name, _ in step.values:
         if name in data:
-            for old_value, new_value in pairs:
-                if is_old_value(data[name], old_value):
-                    data[name] = new_value
-                    break
+            data[name] = mapped(step, name, data[name])
     for name, value in step.defaults:
         data.setdefault(name, value)
     return data
+
+
+def mapped(step: Upcast, name: str, value: Any) -> Any:
+    """`value` of field `name` (by its new name) as `step` maps it: its new value if the
+    step lists it, else unchanged."""
+    for field_name, pairs in step.values:
+        if field_name == name:
+            for old_value, new_value in pairs:
+                if is_old_value(value, old_value):
+                    return new_value
+    return value
 
 
 def is_old_value(value: Any, old: Any) -> bool:
@@ -96,13 +126,13 @@ def fields_at(event: Event, version: int) -> tuple[FieldSpec, ...]:
 def _one_step_back(step: Upcast, fields: tuple[FieldSpec, ...]) -> tuple[FieldSpec, ...]:
     defaulted = {name for name, _ in step.defaults}
     old_name = {new: old for old, new in step.rename}
-    mapped = dict(step.values)
+    maps = dict(step.values)
     older = []
     for f in fields:
         if f.name in defaulted:
             continue
-        if f.name in mapped and f.enum:
-            pairs = mapped[f.name]
+        if f.name in maps and f.enum:
+            pairs = maps[f.name]
             targets = {new for _, new in pairs}
             olds = [old_value_of(f, old) for old, _ in pairs]
             kept = [v for v in f.enum if v not in targets]

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from saga_registry.engine import inspect
 from saga_registry.engine.bus import Bus, Delivery
 from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
 from saga_registry.engine.database import database_url
+from saga_registry.engine.dead_letters import read_dead_letters
 from saga_registry.engine.deadletter import DeadLetter, letters, replays
 from saga_registry.engine.errors import EngineError
 from saga_registry.engine.listing import listing
@@ -137,17 +137,9 @@ class Source:
         return {"letters": rows, "notes": notes}
 
     async def _dead_letter_records(self, notes: list[str]) -> list[Delivery]:
-        bus = self._bus()
-        if bus is None:
-            notes.append(f"dead-letter topic not read: no log at {self.bus}")
-            return []
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-        try:
-            async with bus as live:
-                return await live.read_all(self.registry.dead_letter_topic.name)
-        except EngineError as exc:
-            notes.append(f"dead-letter topic not read: {exc}")
-            return []
+        deliveries, note = await read_dead_letters(self.registry, self.bus, self.kafka)
+        notes.extend([note] if note else [])
+        return deliveries
 
     async def replay(self, service: str, saga_id: str) -> dict[str, Any]:
         """Replay the dead letters of `saga_id` from `service` (`saga dlq replay --service
