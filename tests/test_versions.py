@@ -496,7 +496,7 @@ def test_a_default_that_does_not_fit_its_field_is_refused(
 
 
 def test_a_default_out_of_range_is_refused(tmp_path: Path) -> None:
-    # nights became a new field of FlightBooked's version 2, defaulted out of its range.
+    # seats, a new field of FlightBooked's version 2, defaulted below its minimum.
     text = _swap(
         trip_v2(),
         "        default: {fare_class: economy}\n",
