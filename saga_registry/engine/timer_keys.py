@@ -11,6 +11,7 @@ and drops the old table.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import sqlalchemy.exc
@@ -24,6 +25,11 @@ from saga_registry.registry.model import Registry
 log = logging.getLogger("saga.timers")
 
 OLD_TABLE = "saga_timers"
+
+_ATTEMPTS = 6
+"""Tries at moving the timers before an error is raised."""
+_RETRY_S = 0.1
+"""Seconds before the first retry; each later one waits longer."""
 
 
 def old_key(index: int) -> str:
@@ -40,35 +46,46 @@ async def has_old_timers(conn: AsyncConnection) -> bool:
 async def move_index_timers(db: Database, registry: Registry) -> int:
     """Move the rows of the old index-keyed timer table of `db` to the keyed one, under
     the keys `registry` gives their index and state, and drop the old table; returns how
-    many rows moved (0, and nothing done, when there is no old table)."""
+    many rows moved (0, and nothing done, when there is no old table). Replicas of a
+    service starting together on one database move the rows once."""
+    for attempt in range(1, _ATTEMPTS):
+        try:
+            return await _move(db, registry)
+        except sqlalchemy.exc.DBAPIError:
+            # Another replica moving them at the same time: the database refused one of
+            # the two (a deadlock, a duplicate row, a busy file, the table dropped under
+            # it). Rolled back, this one tries again and finds the table gone once the
+            # other has committed.
+            await asyncio.sleep(_RETRY_S * attempt)
+    return await _move(db, registry)  # an error that stays is raised
+
+
+async def _move(db: Database, registry: Registry) -> int:
     deadlines = registry.state_machine.deadlines
-    try:
-        async with db.transaction() as conn:
-            if not await has_old_timers(conn):
-                return 0
-            query = text(f"SELECT saga_id, deadline, state, due_at FROM {OLD_TABLE}")
-            old = (await conn.execute(query)).all()
-            rows = []
-            for saga_id, index, state, due_at in old:
-                known = 0 <= index < len(deadlines) and deadlines[index].state == state
-                rows.append(
-                    {
-                        "saga_id": saga_id,
-                        "deadline": deadlines[index].key if known else old_key(index),
-                        "state": state,
-                        "due_at": due_at,
-                        "within_s": None,
-                    }
-                )
-            if rows:
-                await conn.execute(insert(tables.timers), rows)
-            await conn.execute(text(f"DROP TABLE {OLD_TABLE}"))
-    except sqlalchemy.exc.DBAPIError:
-        # Another process starting on the same database moved them first.
-        async with db.transaction() as conn:
-            if await has_old_timers(conn):
-                raise
-        return 0
+    async with db.transaction() as conn:
+        if not await has_old_timers(conn):
+            return 0
+        if conn.dialect.name == "postgresql":
+            # Replicas wait here for the first to finish (then find no table) instead of
+            # deadlocking over the rows each inserts and the table each drops.
+            await conn.execute(text(f"LOCK TABLE {OLD_TABLE} IN ACCESS EXCLUSIVE MODE"))
+        query = text(f"SELECT saga_id, deadline, state, due_at FROM {OLD_TABLE}")
+        old = (await conn.execute(query)).all()
+        rows = []
+        for saga_id, index, state, due_at in old:
+            known = 0 <= index < len(deadlines) and deadlines[index].state == state
+            rows.append(
+                {
+                    "saga_id": saga_id,
+                    "deadline": deadlines[index].key if known else old_key(index),
+                    "state": state,
+                    "due_at": due_at,
+                    "within_s": None,
+                }
+            )
+        if rows:
+            await conn.execute(insert(tables.timers), rows)
+        await conn.execute(text(f"DROP TABLE {OLD_TABLE}"))
     if rows:
         log.info("moved %d pending timer(s) of %s to their deadlines' names", len(rows), db.where)
     return len(rows)

@@ -3,12 +3,14 @@ and their upcasts, the events each compensation undoes, deadline names."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from saga_registry.registry.errors import Problem
 from saga_registry.registry.model import Event, FieldSpec, Registry, Upcast, object_schema
 from saga_registry.registry.names import did_you_mean, snake_problem
 from saga_registry.registry.patterns import PayloadValidator
 from saga_registry.registry.source import Document, JsonPath
-from saga_registry.registry.versions import fields_at
+from saga_registry.registry.versions import fields_at, old_value_of
 
 
 class _Checker:
@@ -72,10 +74,19 @@ class _Checker:
                 self.add(where, f"'{name}' is not a field of {target}{did_you_mean(name, newer)}")
             return newer.get(name)
 
+        renamed_to: dict[str, str] = {}
         for old, new in step.rename:
             where = (*path, "rename", old)
             if known(new, where) is None:
                 continue
+            if new in renamed_to:
+                # Read in turn, the second would overwrite the first's value.
+                self.add(
+                    where,
+                    f"'{renamed_to[new]}' and '{old}' are both renamed to '{new}': "
+                    "a field takes the value of one",
+                )
+            renamed_to.setdefault(new, old)
             if old in newer:
                 self.add(where, f"'{old}' is still a field of {target}: rename it to another name")
             if self.reg.key in (old, new):
@@ -85,12 +96,27 @@ class _Checker:
             if spec is None:
                 continue
             for old_value, new_value in pairs:
-                if spec.enum and new_value not in spec.enum:
+                if spec.type == "integer" and not isinstance(old_value_of(spec, old_value), int):
+                    self.add(
+                        (*path, "values", name, old_value),
+                        f"{old_value!r} is not an integer: {name} is an integer field, so an "
+                        "older value of it is one too",
+                    )
+                # Typed: `True in (1, 2)` holds, but True is no value of an integer enum.
+                if spec.enum and not any(
+                    type(v) is type(new_value) and v == new_value for v in spec.enum
+                ):
                     self.add_value(
                         (*path, "values", name, old_value),
                         f"{new_value!r} is not a value of {name} in {target} "
                         f"(its values: {', '.join(map(str, spec.enum))})",
                     )
+                elif not spec.enum:
+                    # Every older event holding the value would fail to read as n+1.
+                    for message in _misfits(spec, new_value):
+                        self.add_value(
+                            (*path, "values", name, old_value), f"value map of '{name}': {message}"
+                        )
         for name, value in step.defaults:
             spec = known(name, (*path, "default", name))
             if spec is None:
@@ -98,10 +124,8 @@ class _Checker:
             if name == self.reg.key:
                 self.add((*path, "default", name), "the saga key is in every version: no default")
                 continue
-            schema = object_schema((spec,))
-            schema["required"] = []
-            for err in PayloadValidator(schema).iter_errors({name: value}):
-                self.add_value((*path, "default", name), f"default for '{name}': {err.message}")
+            for message in _misfits(spec, value):
+                self.add_value((*path, "default", name), f"default for '{name}': {message}")
 
     # -- compensations ------------------------------------------------------------------
 
@@ -138,6 +162,13 @@ class _Checker:
                     "distinct `name`",
                 )
             first.setdefault(d.key, i)
+
+
+def _misfits(spec: FieldSpec, value: Any) -> list[str]:
+    """How `value` does not fit field `spec` (empty when it does)."""
+    schema = object_schema((spec,))
+    schema["required"] = []
+    return [err.message for err in PayloadValidator(schema).iter_errors({spec.name: value})]
 
 
 def check_evolution(registry: Registry, doc: Document) -> list[Problem]:

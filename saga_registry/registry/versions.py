@@ -18,6 +18,7 @@ from typing import Any
 from saga_registry.registry.model import Event, FieldSpec, Upcast
 
 _VERSION = re.compile(r"[:/.]v([0-9]{1,6})(?:\.json)?$")
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def dataschema(saga: str, event: str, version: int) -> str:
@@ -57,7 +58,10 @@ def version_in(event: Event, dataschema: str) -> int:
 
 def upcast(event: Event, payload: dict[str, Any], from_version: int) -> dict[str, Any]:
     """`payload` of `event` at `from_version` (below the current version) read as the
-    current version: a new dict; `payload` is left as it is."""
+    current version: a new dict; `payload` is left as it is. Raises `ValueError` for a
+    version `event` never had."""
+    if not 1 <= from_version <= event.version:
+        raise ValueError(f"{event.name} has versions 1 to {event.version}, not {from_version}")
     data = dict(payload)
     for step in event.upcasts[from_version - 1 :]:
         data = _one_step(step, data)
@@ -82,10 +86,28 @@ def mapped(step: Upcast, name: str, value: Any) -> Any:
     for field_name, pairs in step.values:
         if field_name == name:
             for old_value, new_value in pairs:
-                # `==` alone would take True for 1: an enum value is a string or an integer.
-                if type(value) is type(old_value) and value == old_value:
+                if is_old_value(value, old_value):
                     return new_value
     return value
+
+
+def is_old_value(value: Any, old: Any) -> bool:
+    """Whether payload `value` is `old`, an older value of a value map. The map's keys are
+    YAML keys, so text as written: an integer matches the text of its digits (`{2: 1}`).
+    `==` alone would take True for 1; an enum value is a string or an integer."""
+    if isinstance(value, bool) or isinstance(old, bool):
+        return value is old
+    if isinstance(value, int) and isinstance(old, str):
+        return _INTEGER.fullmatch(old) is not None and int(old) == value
+    return type(value) is type(old) and bool(value == old)
+
+
+def old_value_of(field: FieldSpec, old: Any) -> Any:
+    """The older value `old` (a value map's key) as a value of `field`: an integer for an
+    integer field whose key is the text of one, else `old` as it is."""
+    if field.type == "integer" and isinstance(old, str) and _INTEGER.fullmatch(old):
+        return int(old)
+    return old
 
 
 def fields_at(event: Event, version: int) -> tuple[FieldSpec, ...]:
@@ -104,15 +126,15 @@ def fields_at(event: Event, version: int) -> tuple[FieldSpec, ...]:
 def _one_step_back(step: Upcast, fields: tuple[FieldSpec, ...]) -> tuple[FieldSpec, ...]:
     defaulted = {name for name, _ in step.defaults}
     old_name = {new: old for old, new in step.rename}
-    mapped = dict(step.values)
+    maps = dict(step.values)
     older = []
     for f in fields:
         if f.name in defaulted:
             continue
-        if f.name in mapped and f.enum:
-            pairs = mapped[f.name]
+        if f.name in maps and f.enum:
+            pairs = maps[f.name]
             targets = {new for _, new in pairs}
-            olds = [old for old, _ in pairs]
+            olds = [old_value_of(f, old) for old, _ in pairs]
             kept = [v for v in f.enum if v not in targets]
             f = dataclasses.replace(f, enum=tuple(dict.fromkeys([*olds, *kept])))
         older.append(dataclasses.replace(f, name=old_name.get(f.name, f.name)))
