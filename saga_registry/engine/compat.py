@@ -27,11 +27,10 @@ from sqlalchemy import text
 
 from saga_registry.engine import tables
 from saga_registry.engine.bus import Delivery, Record
-from saga_registry.engine.database import database_url
 from saga_registry.engine.deadletter import SERVICE, is_marker, replays
 from saga_registry.engine.envelope import Envelope
-from saga_registry.engine.errors import BadEnvelope, DatabaseUnavailable
-from saga_registry.engine.inspect import Absent, read_rows, reader
+from saga_registry.engine.errors import BadEnvelope
+from saga_registry.engine.inspect import databases, read_rows
 from saga_registry.engine.timer_keys import OLD_TABLE, has_old_timers
 from saga_registry.registry.model import Registry
 from saga_registry.registry.patterns import PayloadValidator
@@ -128,42 +127,35 @@ async def check_databases(registry: Registry, template: str, report: Report) -> 
     events = {e.name for e in registry.events}
     where: dict[tuple[str, str], list[str]] = {}
     in_flight: set[str] = set()
-    for service in registry.services:
-        url = database_url(template, service.name)
-        try:
-            async with reader(url) as conn:
-                for row in await read_rows(conn, tables.saga_state):
-                    state = row["state"]
-                    if state in terminal:
-                        continue
-                    in_flight.add(row["saga_id"])
-                    if state not in states:
-                        where.setdefault((row["saga_id"], state), []).append(service.name)
-                for row in await read_rows(conn, tables.timers):
-                    report.count("timers")
-                    _timer(report, service.name, row, deadlines.get(row["deadline"]))
-                if await has_old_timers(conn):
-                    _old_timers(report, service.name, await conn.execute(_OLD_TIMERS))
-                for row in await read_rows(conn, tables.outbox, _UNSENT):
-                    report.count("unsent events")
-                    _record(report, reads, service.name, "unsent", row)
-                for row in await read_rows(conn, tables.parked_held, _HELD):
-                    report.count("held events")
-                    _record(report, reads, service.name, "held behind a parked saga", row)
-                unknown = tables.skipped.c.event_type.notin_(sorted(events))
-                gone: dict[str, int] = {}
-                for row in await read_rows(conn, tables.skipped, unknown):
-                    gone[row["event_type"]] = gone.get(row["event_type"], 0) + 1
-                for event_type, n in sorted(gone.items()):
-                    why = (
-                        f"{n} skipped {event_type} event(s) of no event type the registry "
-                        "has any more: `saga trace` shows them unnamed"
-                    )
-                    report.findings.append(
-                        Finding("unknown_skipped", "notice", "", (service.name,), why)
-                    )
-        except (Absent, DatabaseUnavailable) as exc:
-            report.notes.append(f"{service.name}: {exc}")
+    async for service, conn in databases(registry, template, report.notes):
+        for row in await read_rows(conn, tables.saga_state):
+            state = row["state"]
+            if state in terminal:
+                continue
+            in_flight.add(row["saga_id"])
+            if state not in states:
+                where.setdefault((row["saga_id"], state), []).append(service)
+        for row in await read_rows(conn, tables.timers):
+            report.count("timers")
+            _timer(report, service, row, deadlines.get(row["deadline"]))
+        if await has_old_timers(conn):
+            _old_timers(report, service, await conn.execute(_OLD_TIMERS))
+        for row in await read_rows(conn, tables.outbox, _UNSENT):
+            report.count("unsent events")
+            _record(report, reads, service, "unsent", row)
+        for row in await read_rows(conn, tables.parked_held, _HELD):
+            report.count("held events")
+            _record(report, reads, service, "held behind a parked saga", row)
+        unknown = tables.skipped.c.event_type.notin_(sorted(events))
+        gone: dict[str, int] = {}
+        for row in await read_rows(conn, tables.skipped, unknown):
+            gone[row["event_type"]] = gone.get(row["event_type"], 0) + 1
+        for event_type, n in sorted(gone.items()):
+            why = (
+                f"{n} skipped {event_type} event(s) of no event type the registry "
+                "has any more: `saga trace` shows them unnamed"
+            )
+            report.findings.append(Finding("unknown_skipped", "notice", "", (service,), why))
     report.count("sagas in flight", len(in_flight))
     for (saga_id, state), services in where.items():
         why = f"in {state!r}: the registry has no state {state!r} any more"

@@ -6,7 +6,7 @@ reads as empty (so do columns an older version did not have)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +110,20 @@ def _columns(sync_conn: Any, name: str) -> set[str] | None:
     return {c["name"] for c in insp.get_columns(name)}
 
 
+async def databases(
+    registry: Registry, template: str, notes: list[str]
+) -> AsyncIterator[tuple[str, AsyncConnection]]:
+    """Each service of `registry` whose database (`template`, `{service}` in it) can be
+    read, with a reading connection; a database that does not exist or cannot be read,
+    then or while the caller reads it, is one note in `notes` and is passed over."""
+    for service in registry.services:
+        try:
+            async with reader(database_url(template, service.name)) as conn:
+                yield service.name, conn
+        except (Absent, DatabaseUnavailable) as exc:
+            notes.append(f"{service.name}: skipped ({exc})")
+
+
 # ---------------------------------------------------------------------------- sagas
 
 
@@ -172,24 +186,27 @@ def most_advanced(
     return max(ahead, key=lambda sr: (sr[1]["state"] in terminal, sr[1]["updated_at"] or 0.0))
 
 
-async def saga_views(registry: Registry, template: str) -> tuple[list[SagaView], list[str]]:
+async def saga_views(
+    registry: Registry,
+    template: str,
+    also: Callable[[str, AsyncConnection], Awaitable[None]] | None = None,
+) -> tuple[list[SagaView], list[str]]:
     """Every saga any service knows, merged across services (`most_advanced`), with its
-    pending deadlines; and one note per service database that could not be read."""
+    pending deadlines; and one note per service database that could not be read. `also`
+    reads more from each database in the same visit (service name, connection)."""
     notes: list[str] = []
     states: dict[str, list[tuple[str, Row]]] = {}
     timers: dict[str, list[Row]] = {}
     parked: dict[str, list[str]] = {}
-    for service in registry.services:
-        try:
-            async with reader(database_url(template, service.name)) as conn:
-                for row in await read_rows(conn, tables.saga_state):
-                    states.setdefault(row["saga_id"], []).append((service.name, row))
-                for row in await read_rows(conn, tables.timers):
-                    timers.setdefault(row["saga_id"], []).append(row)
-                for row in await read_rows(conn, tables.parked):
-                    parked.setdefault(row["saga_id"], []).append(service.name)
-        except (Absent, DatabaseUnavailable) as exc:
-            notes.append(f"{service.name}: skipped ({exc})")
+    async for service, conn in databases(registry, template, notes):
+        for row in await read_rows(conn, tables.saga_state):
+            states.setdefault(row["saga_id"], []).append((service, row))
+        for row in await read_rows(conn, tables.timers):
+            timers.setdefault(row["saga_id"], []).append(row)
+        for row in await read_rows(conn, tables.parked):
+            parked.setdefault(row["saga_id"], []).append(service)
+        if also is not None:
+            await also(service, conn)
     terminal = frozenset(registry.state_machine.terminal_states)
     reach = reachable(registry)
     views = []
@@ -259,26 +276,16 @@ async def saga_records(
     per service database that could not be read."""
     found: dict[str, ServiceRecords] = {}
     notes: list[str] = []
-    for service in registry.services:
-        try:
-            async with reader(database_url(template, service.name)) as conn:
-                parked = await read_rows(conn, tables.parked, tables.parked.c.saga_id == saga_id)
-                state = await read_rows(
-                    conn, tables.saga_state, tables.saga_state.c.saga_id == saga_id
-                )
-                found[service.name] = ServiceRecords(
-                    inbox=await read_rows(conn, tables.inbox, tables.inbox.c.saga_id == saga_id),
-                    skipped=await read_rows(
-                        conn, tables.skipped, tables.skipped.c.saga_id == saga_id
-                    ),
-                    outbox=await read_rows(
-                        conn, tables.outbox, tables.outbox.c.key == saga_id.encode()
-                    ),
-                    parked=parked[0] if parked else None,
-                    state=state[0] if state else None,
-                )
-        except (Absent, DatabaseUnavailable) as exc:
-            notes.append(f"{service.name}: skipped ({exc})")
+    async for service_name, conn in databases(registry, template, notes):
+        parked = await read_rows(conn, tables.parked, tables.parked.c.saga_id == saga_id)
+        state = await read_rows(conn, tables.saga_state, tables.saga_state.c.saga_id == saga_id)
+        found[service_name] = ServiceRecords(
+            inbox=await read_rows(conn, tables.inbox, tables.inbox.c.saga_id == saga_id),
+            skipped=await read_rows(conn, tables.skipped, tables.skipped.c.saga_id == saga_id),
+            outbox=await read_rows(conn, tables.outbox, tables.outbox.c.key == saga_id.encode()),
+            parked=parked[0] if parked else None,
+            state=state[0] if state else None,
+        )
     return found, notes
 
 

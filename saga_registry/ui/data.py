@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from saga_registry.engine import inspect
 from saga_registry.engine.bus import Bus, Delivery
 from saga_registry.engine.buses import EmbeddedBus, KafkaOptions, bus_from_url
-from saga_registry.engine.database import database_url
 from saga_registry.engine.dead_letters import read_dead_letters
 from saga_registry.engine.deadletter import DeadLetter, letters, replays
 from saga_registry.engine.errors import EngineError
@@ -44,9 +44,9 @@ class Source:
     async def overview(self) -> dict[str, Any]:
         """Counts: sagas by status, state and outcome; events taken in by (event, service)
         for the choreography's edges; dead letters; and the notes of databases not read."""
-        views, notes = await inspect.saga_views(self.registry, self.db)
+        taken: Counter[tuple[str, str]] = Counter()
+        views, notes = await inspect.saga_views(self.registry, self.db, self._count_taken_in(taken))
         listed = listing(self.registry, views, stuck_for=self.stuck_for)
-        taken, more = await self._taken_in()
         doc = listed.doc(limit=0)
         return {
             "registry": self.registry.title,
@@ -55,26 +55,22 @@ class Source:
             "counts": doc["counts"],
             "total": doc["total"],
             "taken_in": [{"event": e, "service": s, "count": n} for (e, s), n in taken.items()],
-            "notes": notes + more,
+            "notes": notes,
             "at": time.time(),
         }
 
-    async def _taken_in(self) -> tuple[Counter[tuple[str, str]], list[str]]:
-        counts: Counter[tuple[str, str]] = Counter()
-        notes: list[str] = []
-        for service in self.registry.services:
-            try:
-                async with inspect.reader(database_url(self.db, service.name)) as conn:
-                    result = await conn.exec_driver_sql(
-                        "SELECT event_type, COUNT(*) FROM saga_inbox GROUP BY event_type"
-                    )
-                    for event_type, n in cast(list[tuple[str, int]], result.all()):
-                        counts[(event_type, service.name)] += n
-            except (inspect.Absent, EngineError):
-                pass  # saga_views has said so already
-            except Exception as exc:  # a table not made yet: nothing taken in
-                notes.append(f"{service.name}: inbox not read ({type(exc).__name__})")
-        return counts, notes
+    @staticmethod
+    def _count_taken_in(counts: Counter[tuple[str, str]]) -> Callable[[str, Any], Awaitable[None]]:
+        """A reader adding each database's inbox rows, by event type, to `counts`."""
+
+        async def count(service: str, conn: Any) -> None:
+            result = await conn.exec_driver_sql(
+                "SELECT event_type, COUNT(*) FROM saga_inbox GROUP BY event_type"
+            )
+            for event_type, n in cast(list[tuple[str, int]], result.all()):
+                counts[(event_type, service)] += n
+
+        return count
 
     async def sagas(self, *, state: str | None, search: str, limit: int) -> dict[str, Any]:
         """The sagas in `state` (a state or a status) whose id contains `search`, stuck and
