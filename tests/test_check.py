@@ -362,3 +362,17 @@ def test_the_checker_never_loads_the_engine() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert done.stdout == "[]\n"
+
+
+def test_a_compensation_that_names_nothing_it_undoes_is_a_violation(tmp_path: Path) -> None:
+    """Without `undoes`, no run has an effect to undo: `compensated` would hold of any
+    registry, and removing the line would go unnoticed."""
+    text = BLANK.read_text(encoding="utf-8")
+    assert text.count("    undoes: [CardCharged]\n") == 1
+    path = tmp_path / "saga.yaml"
+    path.write_text(text.replace("    undoes: [CardCharged]\n", ""), encoding="utf-8")
+    status, doc = _json(path)
+    assert status == 1
+    (verdict,) = [r for r in doc["rules"] if r["rule"] == "compensated"]
+    assert verdict["status"] == "violated"
+    assert verdict["detail"].startswith("ChargeRefunded: a compensation that names no event")

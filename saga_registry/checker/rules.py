@@ -93,10 +93,21 @@ def terminates(found: Exploration) -> Verdict:
 
 
 def compensated(found: Exploration) -> Verdict:
-    """Every run that ends in a terminal state of outcome `failure` has undone, after it,
-    each event applied on it that some compensation declares in `undoes`."""
+    """Every compensation declares what it `undoes`, and every run that ends in a terminal
+    state of outcome `failure` has undone, after it, each event applied on it that some
+    compensation declares in `undoes`."""
     world = found.world
     rule = "compensated"
+    silent = [e.name for e in world.registry.events if e.kind == "compensation" and not e.undoes]
+    if silent:
+        # With nothing declared undone, no run has an effect to undo: the rule would hold
+        # of every registry, and removing an `undoes` would go unnoticed.
+        return Verdict(
+            rule,
+            "violated",
+            f"{', '.join(silent)}: a compensation that names no event it undoes; declare "
+            "`undoes: [...]` (what it undoes) so that its runs can be checked",
+        )
     for config in found.ordered():
         if world.outcome.get(config.state) != "failure" or not config.effects:
             continue
