@@ -541,3 +541,15 @@ def test_a_deadline_name_that_is_not_snake_case_is_refused(tmp_path: Path) -> No
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"{_at(path, 'name: FlightLate', 'FlightLate')}: ")
     assert "deadline name" in problems[0] and "FlightLate" in problems[0]
+
+
+def test_a_deadline_may_be_named_by_the_key_the_engine_made(tmp_path: Path) -> None:
+    """`name: <state>.<Event>` keeps the timers armed under the implicit key when the
+    state is renamed (what `saga diff` advises)."""
+    text = _swap(
+        trip_v2(), "      within_s: 120\n", "      within_s: 120\n      name: requested.Late\n"
+    )
+    path = tmp_path / "saga.yaml"
+    path.write_text(text, encoding="utf-8")
+    keys = [d.key for d in load_registry(path).state_machine.deadlines]
+    assert keys[0] == "requested.Late"

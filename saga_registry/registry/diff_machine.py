@@ -160,15 +160,18 @@ def _deadlines(old_by: dict[str, Deadline], news: tuple[Deadline, ...]) -> list[
         code, why = "deadline_removed", "remove it once no saga waits there"
         if len(same) == 1 and same[0] not in renamed:
             renamed.add(same[0])
-            code, why = "deadline_renamed", f"its key became {same[0]}; keep the key {key}"
+            code, why = (
+                "deadline_renamed",
+                f"its key became {same[0]}; give it `name: {key}` to keep its timers",
+            )
         changes.append(
             Change(
                 code,
                 f"deadline {key}",
                 True,
                 "sagas in flight",
-                f"timers armed under {key} for sagas waiting in {d.state} are dropped "
-                f"unfired, so those sagas wait without it; {why}",
+                f"timers armed under {key} are dropped unfired, so the sagas waiting for "
+                f"it wait without it; {why}",
             )
         )
     for key, d in new_by.items():

@@ -3,6 +3,7 @@ and their upcasts, the events each compensation undoes, deadline names."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from saga_registry.registry.errors import Problem
@@ -151,10 +152,12 @@ class _Checker:
         first: dict[str, int] = {}
         for i, d in enumerate(self.reg.state_machine.deadlines):
             path: JsonPath = ("state_machine", "deadlines", i)
-            if d.name:
-                problem = snake_problem(d.name, "deadline name")
+            # A name may also be a key the engine made (`<state>.<Event>`): naming a
+            # deadline so keeps the timers armed under it when its state is renamed.
+            if d.name and not _IMPLICIT_KEY.fullmatch(d.name):
+                problem = snake_problem(d.name, "deadline")
                 if problem:
-                    self.add_value((*path, "name"), problem)
+                    self.add_value((*path, "name"), f"{problem} (or a key as `<state>.<Event>`)")
             if d.key in first:
                 self.add(
                     path,
@@ -162,6 +165,9 @@ class _Checker:
                     "distinct `name`",
                 )
             first.setdefault(d.key, i)
+
+
+_IMPLICIT_KEY = re.compile(r"[a-z][a-z0-9_]*\.[A-Z][A-Za-z0-9]*")
 
 
 def _misfits(spec: FieldSpec, value: Any) -> list[str]:
