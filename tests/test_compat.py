@@ -73,6 +73,12 @@ def live(tmp_path: Path, db_url: str) -> tuple[Path, str]:
     asyncio.run(
         write_row(db, "Billing", tables.timers, **timer, due_at=time.time(), within_s=300.0)
     )
+    # A saga that ended: Booking saw it confirmed, Notifications holds the state it last
+    # judged it in (projections): not in flight.
+    now = time.time()
+    for service, state in (("Booking", "confirmed"), ("Notifications", "requested")):
+        row = {"saga_id": "trip-99", "state": state, "updated_at": now}
+        asyncio.run(write_row(db, service, tables.saga_state, **row))
     return root, db
 
 
@@ -115,13 +121,15 @@ def test_a_breaking_registry_names_each_stranded_saga(live: tuple[Path, str]) ->
     result = compat(root, db, breaking)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    stranded = [line for line in lines if "stranded" in line]
+    stranded = [line for line in lines if "stranded" in line and line.startswith("breaking")]
     assert sorted(line.split(" saga ")[1].split(" ")[0] for line in stranded) == [
         f"trip-{i}" for i in range(SAGAS)
     ]
     assert all("the registry has no state 'requested' any more" in s for s in stranded)
     # With projections, each service holds the state it last judged the saga in.
     assert all("(Booking, Billing, Notifications)" in s for s in stranded), stranded
+    (ended,) = [line for line in lines if line.startswith("notice    stranded")]
+    assert "saga trip-99 (Notifications): in 'requested'" in ended and "the saga ended" in ended
     (timer,) = [line for line in lines if "timer_dropped" in line]
     assert "saga trip-0 (Billing)" in timer and "'car_rented.PaymentDeclined'" in timer
     assert "is gone" in timer

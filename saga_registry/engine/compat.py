@@ -30,7 +30,7 @@ from saga_registry.engine.bus import Delivery, Record
 from saga_registry.engine.deadletter import SERVICE, is_marker, replays
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope
-from saga_registry.engine.inspect import databases, read_rows
+from saga_registry.engine.inspect import Row, databases, most_advanced, reachable, read_rows
 from saga_registry.engine.timer_keys import OLD_TABLE, has_old_timers
 from saga_registry.registry.model import Registry
 from saga_registry.registry.patterns import PayloadValidator
@@ -121,20 +121,12 @@ async def check_databases(registry: Registry, template: str, report: Report) -> 
     """Add to `report` what the services' databases (`template`, with `{service}`) hold
     that `registry` would strand or could not read."""
     reads = PayloadReader(registry)
-    states = {s.name for s in registry.state_machine.states}
-    terminal = set(registry.state_machine.terminal_states)
     deadlines = {d.key: d for d in registry.state_machine.deadlines}
     events = {e.name for e in registry.events}
-    where: dict[tuple[str, str], list[str]] = {}
-    in_flight: set[str] = set()
+    copies: dict[str, list[tuple[str, Row]]] = {}
     async for service, conn in databases(registry, template, report.notes):
         for row in await read_rows(conn, tables.saga_state):
-            state = row["state"]
-            if state in terminal:
-                continue
-            in_flight.add(row["saga_id"])
-            if state not in states:
-                where.setdefault((row["saga_id"], state), []).append(service)
+            copies.setdefault(row["saga_id"], []).append((service, row))
         for row in await read_rows(conn, tables.timers):
             report.count("timers")
             _timer(report, service, row, deadlines.get(row["deadline"]))
@@ -156,10 +148,31 @@ async def check_databases(registry: Registry, template: str, report: Report) -> 
                 "has any more: `saga trace` shows them unnamed"
             )
             report.findings.append(Finding("unknown_skipped", "notice", "", (service,), why))
-    report.count("sagas in flight", len(in_flight))
-    for (saga_id, state), services in where.items():
-        why = f"in {state!r}: the registry has no state {state!r} any more"
-        report.findings.append(Finding("stranded", "breaking", saga_id, tuple(services), why))
+    _sagas(report, registry, copies)
+
+
+def _sagas(report: Report, registry: Registry, copies: dict[str, list[tuple[str, Row]]]) -> None:
+    """The sagas the services hold: in flight unless the copy furthest along has ended
+    (each service holds where the last event of its projection led); each copy in a
+    state the registry no longer has is stranded, or only a notice once the saga ended."""
+    states = {s.name for s in registry.state_machine.states}
+    terminal = frozenset(registry.state_machine.terminal_states)
+    reach = reachable(registry)
+    in_flight = 0
+    for saga_id, rows in copies.items():
+        ended = most_advanced(rows, terminal, reach)[1]["state"] in terminal
+        in_flight += not ended
+        gone: dict[str, list[str]] = {}
+        for service, row in rows:
+            if row["state"] not in states:
+                gone.setdefault(row["state"], []).append(service)
+        for state, services in gone.items():
+            why = f"in {state!r}: the registry has no state {state!r} any more"
+            if ended:
+                why += "; the saga ended, so only events of it still to be read there would stall"
+            severity: Severity = "notice" if ended else "breaking"
+            report.findings.append(Finding("stranded", severity, saga_id, tuple(services), why))
+    report.count("sagas in flight", in_flight)
 
 
 _UNSENT = tables.outbox.c.sent_at.is_(None)
