@@ -118,12 +118,17 @@ class DeadlineTimers:
                 emitted.append(await r.write_outbox(conn, env, now))
                 if span is not None:
                     spans.append((span, env))
+                # Fired late when the service was down at the due time: the real wait.
+                late = now - timer.due_at
+                armed = deadline.within_s if timer.within_s is None else timer.within_s
                 log.info(
-                    "%s: deadline: saga %s stayed %.3gs in %s, emitted %s",
+                    "%s: deadline: saga %s stayed %.3gs in %s (deadline %gs%s), emitted %s",
                     r.name,
                     timer.saga_id,
-                    deadline.within_s,
+                    armed + late,
                     timer.state,
+                    armed,
+                    f", fired {late:.3g}s late" if late >= 1 else "",
                     deadline.emit,
                 )
         r.committed(emitted)
