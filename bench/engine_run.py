@@ -71,6 +71,25 @@ def inbox_rows(registry: Registry, state: Path) -> dict[str, int]:
     return rows
 
 
+async def settled_inbox_rows(
+    registry: Registry, state: Path, quiet_s: float = 1.0, timeout_s: float = 60.0
+) -> dict[str, int]:
+    """`inbox_rows` once no service has taken anything in for `quiet_s`: a saga ends at
+    the service the driver watches while others (OMS's copy of the last event, say) may
+    still be reading theirs, and no saga is placed any more. After `timeout_s`, the rows
+    as they are."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    rows = inbox_rows(registry, state)
+    while loop.time() < end:
+        await asyncio.sleep(quiet_s)
+        now = inbox_rows(registry, state)
+        if now == rows:
+            break
+        rows = now
+    return rows
+
+
 async def run_embedded(
     registry: Registry, registry_path: Path, state: Path, load: Load, metrics: bool = False
 ) -> EngineResult:
@@ -103,9 +122,10 @@ async def run_embedded(
         timings = await driver.measure(load.sagas, load.rate, load.timeout_s)
         processes = sampler.stats()
         await sampler.stop()
+        rows = await settled_inbox_rows(registry, state)
         stop.set()
         await running
-        return EngineResult(timings, processes, inbox_rows(registry, state))
+        return EngineResult(timings, processes, rows)
     finally:
         stop.set()
         await app.stop()
@@ -169,7 +189,8 @@ async def run_kafka(
         if broker is not None:
             jvm_stats = broker.stats()["broker"]
             await broker.stop()
-        return EngineResult(timings, processes, inbox_rows(registry, state), jvm_stats)
+        rows = await settled_inbox_rows(registry, state)
+        return EngineResult(timings, processes, rows, jvm_stats)
     finally:
         await stop_all(procs)
         for log in logs:
