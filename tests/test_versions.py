@@ -305,7 +305,8 @@ def test_an_upcast_from_the_current_version_is_refused(tmp_path: Path) -> None:
 def test_two_upcasts_from_one_version_are_refused_at_the_second(tmp_path: Path) -> None:
     path, problems = _problems(tmp_path, _trip_upcast(_TRIP_UPCAST + "      - from: 1\n"))
     assert problems == [
-        f"{_at(path, '- from: 1', '1', occurrence=2)}: a second upcast from version 1"
+        f"{_at(path, '- from: 1', '1', occurrence=2)}: a second upcast from version 1: merge it "
+        "into the first (one upcast per older version holds all its rename, values and default)"
     ]
 
 

@@ -104,7 +104,8 @@ def _event(o: Event, n: Event, new: Registry) -> list[Change]:
                 "consumers",
                 f"{n.name} is now version {n.version}: new consumers read version "
                 f"{o.version} events through the upcasts; old consumers do not know "
-                f"version {n.version}, so deploy them before {n.producer}",
+                f"version {n.version}, so deploy "
+                f"{', '.join(new.consumers(n.name)) or 'its consumers'} before {n.producer}",
                 CONSUMERS_FIRST,
             )
         )

@@ -50,7 +50,11 @@ class _Checker:
                     f"for an upcast from {n} to read into",
                 )
             elif froms.index(n) != i:
-                self.add_value((*path, "upcast", i, "from"), f"a second upcast from version {n}")
+                self.add_value(
+                    (*path, "upcast", i, "from"),
+                    f"a second upcast from version {n}: merge it into the first (one upcast "
+                    "per older version holds all its rename, values and default)",
+                )
         missing = [n for n in range(1, event.version) if n not in froms]
         if missing:
             where = (*path, "version") if "version" in self.doc.data["events"][event.name] else path
