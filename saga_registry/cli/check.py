@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,13 @@ import click
 from saga_registry.checker import counterexample
 from saga_registry.checker.explore import DEFAULT_MAX_EVENTS, Exploration, explore
 from saga_registry.checker.rules import Verdict, check_all, dead_deadlines
-from saga_registry.cli.options import fail, registry_option, registry_or_fail
+from saga_registry.cli.options import (
+    fail,
+    registry_option,
+    registry_or_fail,
+    render_svg,
+    write_text,
+)
 
 
 @click.command()
@@ -62,9 +67,9 @@ def check(
         else:
             source = counterexample.dot(reg, broken)
             if dot_path:
-                _write(Path(dot_path), source)
+                write_text(Path(dot_path), source)
             if svg_path:
-                _render_svg(source, Path(svg_path))
+                render_svg(source, Path(svg_path))
     if any(v.status == "violated" for v in verdicts):
         raise SystemExit(1)
 
@@ -132,28 +137,3 @@ def _doc(path: str, found: Exploration, verdicts: list[Verdict]) -> dict[str, An
             for v in verdicts
         ],
     }
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot write {path}: {exc.strerror or exc}")
-    click.echo(f"wrote {path}", err=True)
-
-
-def _render_svg(source: str, path: Path) -> None:
-    try:
-        done = subprocess.run(
-            ["dot", "-Tsvg", "-o", str(path)],
-            input=source,
-            text=True,
-            capture_output=True,
-            timeout=120,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        fail(f"--svg {path}: dot failed: {exc}")
-    if done.returncode != 0:
-        why = (done.stderr.strip().splitlines() or ["no message"])[0]
-        fail(f"--svg {path}: dot failed: {why}")
-    click.echo(f"wrote {path}", err=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +19,9 @@ from saga_registry.cli.options import (
     kafka_security,
     registry_option,
     registry_or_fail,
+    render_svg,
     stuck_for_option,
+    write_text,
 )
 from saga_registry.engine import inspect
 from saga_registry.engine.buses import KafkaOptions
@@ -205,9 +206,9 @@ def trace(
         ]
         source = saga_path(reg, t.saga_id, t.state, t.visited, t.taken, timeline)
         if dot_path:
-            _write(Path(dot_path), source)
+            write_text(Path(dot_path), source)
         if svg_path:
-            _render_svg(source, Path(svg_path))
+            render_svg(source, Path(svg_path))
 
 
 async def _letters(
@@ -246,31 +247,6 @@ def _print_trace(reg: Registry, t: Trace, services: list[str]) -> None:
             f"pending: {p.event_type} {p.event_id} emitted by {p.service}, "
             f"{'published' if p.sent else 'still in its outbox'}, not taken in yet"
         )
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot write {path}: {exc.strerror or exc}")
-    click.echo(f"wrote {path}", err=True)
-
-
-def _render_svg(source: str, path: Path) -> None:
-    try:
-        done = subprocess.run(
-            ["dot", "-Tsvg", "-o", str(path)],
-            input=source,
-            text=True,
-            capture_output=True,
-            timeout=120,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        fail(f"--svg {path}: dot failed: {exc}")
-    if done.returncode != 0:
-        why = (done.stderr.strip().splitlines() or ["no message"])[0]
-        fail(f"--svg {path}: dot failed: {why}")
-    click.echo(f"wrote {path}", err=True)
 
 
 __all__ = ["sagas", "trace"]

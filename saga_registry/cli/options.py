@@ -6,8 +6,10 @@ status 1). A project's own commands (`handlers/commands.py`) use them too."""
 from __future__ import annotations
 
 import functools
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -133,3 +135,30 @@ def kafka_options(
         return KafkaOptions(protocol, mechanism, username, password, cafile)
     except EngineError as exc:
         fail(str(exc))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` (a drawing's source), or fail in one line."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
+    click.echo(f"wrote {path}", err=True)
+
+
+def render_svg(source: str, path: Path) -> None:
+    """Draw the DOT `source` as SVG at `path` with Graphviz's `dot`, or fail in one line."""
+    try:
+        done = subprocess.run(
+            ["dot", "-Tsvg", "-o", str(path)],
+            input=source,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        fail(f"--svg {path}: dot failed: {exc}")
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["no message"])[0]
+        fail(f"--svg {path}: dot failed: {why}")
+    click.echo(f"wrote {path}", err=True)
