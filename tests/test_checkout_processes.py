@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from handlers.faults import hit
@@ -22,6 +23,39 @@ from tests.helpers import CHECKOUT, ROOT
 from tests.test_checkout import CHAINS
 
 SERVICES = ["OMS", "Cart", "Inventory", "Payment", "Logistics", "OrderHistory"]
+
+
+def on_kafka(tmp_path: Path, bootstrap: str, base: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The checkout on Kafka at `bootstrap`, on topics and consumer groups of its own (a
+    fresh tag names them; the registry is written to `tmp_path`), a database per service
+    in `tmp_path`: the tag, and `base` with the `SAGA_*` variables every command reads."""
+    tag = uuid.uuid4().hex[:8]
+    registry = tmp_path / "saga.yaml"
+    registry.write_text(
+        CHECKOUT.read_text(encoding="utf-8")
+        .replace("  name: checkout\n", f"  name: checkout_{tag}\n")
+        .replace("name: checkout.events", f"name: t{tag}.checkout.events"),
+        encoding="utf-8",
+    )
+    return tag, {
+        **base,
+        "SAGA_REGISTRY": str(registry),
+        "SAGA_BUS": f"kafka://{bootstrap}",
+        "SAGA_DB_URL": f"sqlite:///{tmp_path}/{{service}}.db",
+        "SAGA_LOG_LEVEL": "WARNING",
+    }
+
+
+def saga_command(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`saga ARGS` run from the checkout's root in `env`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "saga_registry", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _ids(tag: str, failing: bool) -> str:
@@ -36,31 +70,10 @@ def _ids(tag: str, failing: bool) -> str:
 def test_every_outcome_with_one_process_per_service_on_kafka(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    registry = tmp_path / "saga.yaml"
-    registry.write_text(
-        CHECKOUT.read_text(encoding="utf-8")
-        .replace("  name: checkout\n", f"  name: checkout_{tag}\n")
-        .replace("name: checkout.events", f"name: t{tag}.checkout.events"),
-        encoding="utf-8",
-    )
-    env = {
-        **os.environ,
-        "SAGA_REGISTRY": str(registry),
-        "SAGA_BUS": f"kafka://{kafka_bootstrap}",
-        "SAGA_DB_URL": f"sqlite:///{tmp_path}/{{service}}.db",
-        "SAGA_LOG_LEVEL": "WARNING",
-    }
+    tag, env = on_kafka(tmp_path, kafka_bootstrap, os.environ)
 
     def saga(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "saga_registry", *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return saga_command(env, *args)
 
     assert saga("shop", "seed").returncode == 0
     logs = [(tmp_path / f"{name}.log").open("w") for name in SERVICES]
@@ -140,7 +153,7 @@ def test_every_outcome_with_one_process_per_service_on_kafka(
 
     async def invariants() -> object:
         app = Application(
-            Settings(registry=str(registry), bus=env["SAGA_BUS"], db=env["SAGA_DB_URL"])
+            Settings(registry=env["SAGA_REGISTRY"], bus=env["SAGA_BUS"], db=env["SAGA_DB_URL"])
         )
         await app.start()
         try:

@@ -45,8 +45,9 @@ from saga_registry.engine.runner import RunnerSettings
 from saga_registry.engine.signing import Key, Keyring
 from saga_registry.engine.tracing import exporters
 from saga_registry.registry import Registry, load_registry
-from tests.helpers import CHECKOUT, ROOT
+from tests.helpers import ROOT
 from tests.runtime_kit import fresh_registry
+from tests.test_checkout_processes import SERVICES, on_kafka, saga_command
 from tests.test_observability import free_port, scrape, series
 from tests.test_saga_run import make_project, place, start, wait_terminal
 
@@ -600,9 +601,6 @@ async def test_an_initiate_inside_a_callers_span_joins_its_trace(traced: Traced)
 # Across processes, on Kafka
 
 
-SERVICES = ["OMS", "Cart", "Inventory", "Payment", "Logistics", "OrderHistory"]
-
-
 def console_spans(text: str) -> list[dict[str, Any]]:
     """The spans the console exporter wrote: one JSON object per line."""
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
@@ -611,33 +609,12 @@ def console_spans(text: str) -> list[dict[str, Any]]:
 def test_one_process_per_service_on_kafka_gives_one_trace_per_saga_and_metrics_of_it(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    registry = tmp_path / "saga.yaml"
-    registry.write_text(
-        CHECKOUT.read_text(encoding="utf-8")
-        .replace("  name: checkout\n", f"  name: checkout_{tag}\n")
-        .replace("name: checkout.events", f"name: t{tag}.checkout.events"),
-        encoding="utf-8",
-    )
     base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env = {
-        **base,
-        "SAGA_REGISTRY": str(registry),
-        "SAGA_BUS": f"kafka://{kafka_bootstrap}",
-        "SAGA_DB_URL": f"sqlite:///{tmp_path}/{{service}}.db",
-        "SAGA_LOG_LEVEL": "WARNING",
-    }
+    tag, env = on_kafka(tmp_path, kafka_bootstrap, base)
     traced = {**env, "OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "200"}
 
     def saga(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "saga_registry", *args],
-            cwd=ROOT,
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return saga_command(environ, *args)
 
     assert saga("shop", "seed", environ=env).returncode == 0
     # Files, not pipes: a service blocked writing into a full pipe would never stop.
@@ -698,7 +675,7 @@ def test_one_process_per_service_on_kafka_gives_one_trace_per_saga_and_metrics_o
     assert codes == [0] * len(SERVICES), [
         (tmp_path / f"{n}.err").read_text()[-2000:] for n in SERVICES
     ]
-    reg = load_registry(registry)
+    reg = load_registry(env["SAGA_REGISTRY"])
     spans = console_spans(placed.stdout)
     by_service = {n: console_spans((tmp_path / f"{n}.out").read_text()) for n in SERVICES}
     for name, mine in by_service.items():
