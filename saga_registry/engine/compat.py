@@ -31,6 +31,7 @@ from saga_registry.engine.deadletter import SERVICE, is_marker, replays
 from saga_registry.engine.envelope import Envelope
 from saga_registry.engine.errors import BadEnvelope
 from saga_registry.engine.inspect import Row, databases, most_advanced, reachable, read_rows
+from saga_registry.engine.relay import record_of
 from saga_registry.engine.timer_keys import OLD_TABLE, has_old_timers
 from saga_registry.registry.model import Registry
 from saga_registry.registry.patterns import PayloadValidator
@@ -224,8 +225,7 @@ def _old_timers(report: Report, service: str, rows: Iterable[Any]) -> None:
 
 
 def _record(report: Report, reads: PayloadReader, service: str, what: str, row: Any) -> None:
-    headers = tuple((k, v.encode()) for k, v in row["headers"])
-    record = Record(row["topic"], row["key"], row["value"], headers)
+    record = record_of(row)
     why = reads.problem(record)
     if why is not None:
         saga = row.get("saga_id") or record.key.decode("utf-8", "replace")

@@ -48,7 +48,7 @@ OutboxRow = Mapping[str, Any]
 
 
 def record_of(row: OutboxRow | RowMapping) -> Record:
-    """The bus record an outbox row holds."""
+    """The bus record an outbox row holds (or a `saga_parked_held` row: stored alike)."""
     return Record(
         row["topic"], row["key"], row["value"], tuple((k, v.encode()) for k, v in row["headers"])
     )
